@@ -1,0 +1,30 @@
+# Every target bootstraps its own virtualenv: a fresh machine needs only python3, make and git.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: test e2e bench filters venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+filters: $(STAMP)
+	$(PY) filters/build.py
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+e2e: $(STAMP)
+	$(PY) -m pytest integration -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) filters/out tests/modules/out .pytest_cache

@@ -1,0 +1,108 @@
+"""HTTP and gRPC callouts a filter made, for the test to inspect and answer.
+
+Answers arrive as Envoy delivers them: on the root context that made the call
+(`proxy_on_http_call_response(root_id, token, …)`), the response readable only
+during that callback. A failed call is delivered with zero headers and
+proxy_get_status = (BrokenConnection, "reset")."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .abi import WasmResult
+from .context import Buffer, CallResponse
+from .errors import StreamStateError
+from .headers import HeaderMap, Headers, HeadersInput
+
+if TYPE_CHECKING:
+    from .context import RootContext
+    from .host import Host
+
+
+@dataclass
+class HttpCall:
+    host: "Host" = field(repr=False)
+    root: "RootContext" = field(repr=False)
+    token: int
+    cluster: str
+    headers: Headers
+    body: bytes
+    trailers: Headers
+    timeout_ms: int
+    answered: bool = False
+
+    def respond(
+        self,
+        status: int = 200,
+        headers: HeadersInput = None,
+        body: bytes | str = b"",
+        trailers: HeadersInput = None,
+    ) -> None:
+        """Deliver a response (any status is a successful callout, as in Envoy)."""
+        hm = HeaderMap([(b":status", str(status).encode())])
+        for k, v in HeaderMap.from_input(headers).pairs:
+            hm.add(k, v)
+        body_b = body.encode() if isinstance(body, str) else bytes(body)
+        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), HeaderMap.from_input(trailers)))
+
+    def fail(self) -> None:
+        """The callout failed (connection reset): zero headers, status BrokenConnection."""
+        self.root.status = (int(WasmResult.BROKEN_CONNECTION), b"reset")
+        self._deliver(None)
+
+    def timeout(self) -> None:
+        """Envoy's async client answers a timeout with a local 504 response."""
+        self.respond(504, {"content-length": "24", "content-type": "text/plain"}, b"upstream request timeout")
+
+    def _deliver(self, response: CallResponse | None) -> None:
+        if self.answered:
+            raise StreamStateError(f"HTTP call {self.token} was already answered")
+        self.answered = True
+        self.host.pending_http_calls.remove(self)
+        root = self.root
+        if root.vm.failed is not None or not root.vm.has("proxy_on_http_call_response"):
+            return
+        root.call_response = response
+        try:
+            if response is None:
+                root.invoke("proxy_on_http_call_response", root.id, self.token, 0, 0, 0)
+            else:
+                root.invoke(
+                    "proxy_on_http_call_response",
+                    root.id,
+                    self.token,
+                    len(response.headers),
+                    len(response.body.data),
+                    len(response.trailers),
+                )
+        finally:
+            root.call_response = None
+
+
+def dispatch_to_servers(host: "Host", calls: list[HttpCall], timeout: float = 5.0) -> None:
+    """Send callouts for clusters declared with a URL to that real HTTP server."""
+    import httpx
+
+    for call in calls:
+        url = host.clusters.get(call.cluster)
+        if not url:
+            continue
+        headers = {k: v for k, v in call.headers.items() if not k.startswith(":")}
+        try:
+            resp = httpx.request(
+                call.headers.get(":method") or "GET",
+                url.rstrip("/") + (call.headers.get(":path") or "/"),
+                headers=headers,
+                content=call.body,
+                timeout=(call.timeout_ms / 1000) if call.timeout_ms else timeout,
+            )
+        except httpx.TimeoutException:
+            call.timeout()
+            continue
+        except httpx.HTTPError:
+            call.fail()
+            continue
+        call.respond(resp.status_code, list(resp.headers.items()), resp.content)
+
+
+__all__ = ["HttpCall", "dispatch_to_servers"]

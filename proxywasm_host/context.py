@@ -1,0 +1,162 @@
+"""Contexts: the per-VM id space, root (plugin) contexts and the call path from the
+host into a context's callback, with Envoy's effective-context and deferred-action rules."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from .abi import BufferType, LogLevel, MapType
+from .headers import HeaderMap
+from .logs import LogRecord, emit
+
+if TYPE_CHECKING:
+    from .http import HttpStream
+    from .plugin import Plugin
+    from .vm import Vm
+
+
+class Buffer:
+    """A byte buffer the guest may read (and, if mutable, change)."""
+
+    __slots__ = ("data", "mutable")
+
+    def __init__(self, data: bytes | bytearray = b"", mutable: bool = True):
+        self.data = bytearray(data)
+        self.mutable = mutable
+
+
+class VmState:
+    """Proxy-Wasm state of one VM: context ids (0 is the VM context; roots and
+    streams share one counter from 1) and actions deferred until the guest call returns."""
+
+    def __init__(self, vm: "Vm"):
+        self.vm = vm
+        self.next_id = 1
+        self.contexts: dict[int, Context] = {}
+        self.after_call: list[Callable[[], None]] = []
+        self.metric_ids: dict[int, Any] = {}
+        self.metric_next = [0, 0, 0]  # last id per metric type (counter, gauge, histogram)
+        self.callout_next = [0, 1, 2]  # last token per kind (http call, grpc call, grpc stream)
+
+    def next_token(self, kind: int) -> int:
+        """Callout tokens as cpp-host numbers them: http 4,8,…; grpc call 5,9,…; grpc stream 6,10,…"""
+        self.callout_next[kind] += 4
+        return self.callout_next[kind]
+
+    def alloc_id(self) -> int:
+        while self.next_id in self.contexts:
+            self.next_id += 1
+        cid = self.next_id
+        self.next_id += 1
+        return cid
+
+
+class Context:
+    """Anything a callback can run for: answers the hostcalls that depend on it."""
+
+    stream: "HttpStream | None" = None
+
+    def __init__(self, vm: "Vm", plugin: "Plugin", context_id: int):
+        self.vm = vm
+        self.plugin = plugin
+        self.id = context_id
+        self.state: VmState = vm.state
+
+    @property
+    def root(self) -> "RootContext":
+        raise NotImplementedError
+
+    # -- what hostcalls see --------------------------------------------------
+
+    def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
+        return None
+
+    def get_buffer(self, buffer_type: int) -> Buffer | None:
+        if buffer_type == BufferType.VM_CONFIGURATION:
+            return Buffer(self.plugin.vm_configuration, mutable=False)
+        return None
+
+    def log(self, level: LogLevel, message: str) -> None:
+        emit(self.vm.logs, level, message, self.id, self.plugin.name)
+
+    @property
+    def logs(self) -> list[LogRecord]:
+        return [r for r in self.vm.logs if r.context_id == self.id]
+
+    # -- calling into the guest ----------------------------------------------
+
+    def invoke(self, callback: str, *args: int) -> int | None:
+        """Call `callback` for this context: the effective context is this one
+        for the duration of the call (cpp-host SaveRestoreContext), and actions
+        the guest deferred (local replies, continue/close) run after it returns."""
+        vm = self.vm
+        prev = vm.ctx
+        vm.ctx = self
+        try:
+            result = vm.call(callback, *args)
+        finally:
+            vm.ctx = prev
+        if vm.depth == 0:
+            self.run_deferred()
+        return result
+
+    def run_deferred(self) -> None:
+        actions = self.state.after_call
+        while actions:
+            actions.pop(0)()
+
+
+@dataclass
+class CallResponse:
+    """An HTTP callout response while proxy_on_http_call_response runs."""
+
+    headers: HeaderMap
+    body: Buffer
+    trailers: HeaderMap
+
+
+class RootContext(Context):
+    """A plugin's root context in one VM (one per worker, as in Envoy)."""
+
+    def __init__(self, vm: "Vm", plugin: "Plugin", context_id: int):
+        super().__init__(vm, plugin, context_id)
+        self.configuring = False
+        self.tick_period_ms = 0
+        self.next_tick_ns = 0
+        self.call_response: CallResponse | None = None
+        self.status: tuple[int, bytes] = (0, b"")
+        self.foreign_args: Buffer | None = None
+        self.pending_done = False
+
+    @property
+    def root(self) -> "RootContext":
+        return self
+
+    def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
+        resp = self.call_response
+        if resp is not None and not mutable:
+            if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS:
+                return resp.headers
+            if map_type == MapType.HTTP_CALL_RESPONSE_TRAILERS:
+                return resp.trailers
+        return None
+
+    def get_buffer(self, buffer_type: int) -> Buffer | None:
+        if buffer_type == BufferType.PLUGIN_CONFIGURATION:
+            return Buffer(self.plugin.configuration, mutable=False) if self.configuring else None
+        if buffer_type == BufferType.HTTP_CALL_RESPONSE_BODY and self.call_response is not None:
+            return self.call_response.body
+        if buffer_type == BufferType.CALL_DATA and self.foreign_args is not None:
+            return self.foreign_args
+        return super().get_buffer(buffer_type)
+
+
+@dataclass
+class LocalReply:
+    """What proxy_send_local_response asked Envoy to send."""
+
+    status_code: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    details: str = ""
+    grpc_status: int | None = None

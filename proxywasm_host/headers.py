@@ -1,0 +1,122 @@
+"""Header maps with Envoy's semantics (lower-cased keys, first value wins on get,
+replace removes every value then appends) and a read-only view for tests."""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, Mapping, Union
+
+HeadersInput = Union[Mapping[str, str], Iterable[tuple[str, str]], "HeaderMap", None]
+
+
+def _b(s: str | bytes) -> bytes:
+    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
+
+
+def _s(b: bytes) -> str:
+    return b.decode("utf-8", "surrogateescape")
+
+
+class HeaderMap:
+    """An ordered multi-map of bytes, the shape of Envoy's HeaderMap."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]] = ()):
+        self.pairs: list[tuple[bytes, bytes]] = list(pairs)
+
+    @classmethod
+    def from_input(cls, headers: HeadersInput) -> "HeaderMap":
+        """Headers from a test: keys are lower-cased as Envoy's codecs do."""
+        if headers is None:
+            return cls()
+        if isinstance(headers, HeaderMap):
+            return headers.copy()
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        return cls((_b(k).lower(), _b(v)) for k, v in items)
+
+    def copy(self) -> "HeaderMap":
+        return HeaderMap(self.pairs)
+
+    def get(self, key: bytes) -> bytes | None:
+        for k, v in self.pairs:
+            if k == key:
+                return v
+        return None
+
+    def add(self, key: bytes, value: bytes) -> None:
+        self.pairs.append((key.lower(), value))
+
+    def remove(self, key: bytes) -> None:
+        key = key.lower()
+        self.pairs = [(k, v) for k, v in self.pairs if k != key]
+
+    def replace(self, key: bytes, value: bytes) -> None:
+        self.remove(key)
+        self.add(key, value)
+
+    def byte_size(self) -> int:
+        return sum(len(k) + len(v) for k, v in self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def view(self) -> "Headers":
+        return Headers(self.pairs)
+
+
+class Headers:
+    """A read-only snapshot of headers for assertions: case-insensitive lookups,
+    str values, order and repeats preserved."""
+
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]] = ()):
+        self._pairs = [(_s(k), _s(v)) for k, v in pairs]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for k, v in self._pairs:
+            if k == name:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self._pairs if k == name]
+
+    def __getitem__(self, name: str) -> str:
+        v = self.get(name)
+        if v is None:
+            raise KeyError(name)
+        return v
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._pairs]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return self._pairs == other._pairs
+        if isinstance(other, Mapping):
+            return dict(self._pairs) == {k.lower(): v for k, v in other.items()}
+        if isinstance(other, list):
+            return self._pairs == other
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Headers({self._pairs!r})"
+
+    def to_dict(self) -> dict[str, str]:
+        """Repeated headers joined with ',' (for printing and JSON output)."""
+        out: dict[str, str] = {}
+        for k, v in self._pairs:
+            out[k] = f"{out[k]},{v}" if k in out else v
+        return out

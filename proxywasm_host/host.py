@@ -1,0 +1,220 @@
+"""The Host stands for one Envoy process: a virtual clock, shared data and queues,
+metrics, clusters for callouts, foreign functions, and the plugins it runs."""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
+
+from .abi import LogLevel, MetricType
+from .headers import HeaderMap
+from .module import ModuleSource, ProxyWasmModule, load_module
+from .plugin import Plugin
+
+if TYPE_CHECKING:
+    from .callouts import HttpCall
+    from .context import RootContext
+
+
+class VirtualClock:
+    """Time as the filters see it. Frozen unless the test advances it; advancing
+    fires each root context's on_tick at its due times, in order."""
+
+    def __init__(self, host: "Host", start_ns: int):
+        self._host = host
+        self.now_ns = start_ns
+        self.monotonic_ns = 0
+
+    @property
+    def now(self) -> float:
+        return self.now_ns / 1e9
+
+    def advance(self, seconds: float = 0, *, ms: float = 0, ns: int = 0) -> None:
+        target = self.now_ns + int(seconds * 1e9) + int(ms * 1e6) + ns
+        while True:
+            due = self._host._next_tick(target)
+            if due is None:
+                break
+            when, root = due
+            self._move_to(when)
+            self._host._fire_tick(root)
+        self._move_to(target)
+
+    def _move_to(self, when: int) -> None:
+        if when > self.now_ns:
+            self.monotonic_ns += when - self.now_ns
+            self.now_ns = when
+
+
+class SharedData:
+    """Envoy's process-wide shared data: keyed by vm_id, one global CAS counter
+    starting at 1; cas 0 is unconditional; a stale cas is CasMismatch."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[bytes, tuple[bytes, int]]] = {}
+        self._cas = 0
+
+    def get(self, key: bytes | str, vm_id: str = "") -> tuple[bytes, int] | None:
+        return self._data.get(vm_id, {}).get(_bytes(key))
+
+    def set(self, key: bytes | str, value: bytes, cas: int = 0, vm_id: str = "") -> bool:
+        store = self._data.setdefault(vm_id, {})
+        key = _bytes(key)
+        current = store.get(key)
+        if current is not None and cas != 0 and cas != current[1]:
+            return False
+        self._cas += 1
+        store[key] = (bytes(value), self._cas)
+        return True
+
+
+class SharedQueues:
+    """Shared queues keyed by (vm_id, name); tokens are non-zero and unique."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[tuple[str, str], int] = {}
+        self.queues: dict[int, list[bytes]] = {}
+        self.owners: dict[int, "RootContext"] = {}
+        self._next = 1
+
+    def register(self, vm_id: str, name: str, owner: "RootContext") -> int:
+        token = self._by_name.get((vm_id, name))
+        if token is None:
+            token = self._by_name[(vm_id, name)] = self._next
+            self._next += 1
+            self.queues[token] = []
+        self.owners[token] = owner  # the last registration wins (cpp-host re-binds)
+        return token
+
+    def resolve(self, vm_id: str, name: str) -> int | None:
+        return self._by_name.get((vm_id, name))
+
+
+class Metric:
+    __slots__ = ("name", "type", "value", "values")
+
+    def __init__(self, name: str, mtype: MetricType):
+        self.name, self.type, self.value = name, mtype, 0
+        self.values: list[int] = []  # histogram samples
+
+
+class Metrics:
+    """Envoy's stats store for wasmcustom.* metrics: one stat per name, shared by every VM."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Metric] = {}
+
+    def define(self, name: str, mtype: MetricType) -> Metric:
+        metric = self.by_name.get(name)
+        if metric is None or metric.type != mtype:
+            metric = self.by_name[name] = Metric(name, mtype)
+        return metric
+
+    def __getitem__(self, name: str) -> int:
+        metric = self.by_name[name]
+        return metric.value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def histogram(self, name: str) -> list[int]:
+        return list(self.by_name[name].values)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {n: (m.values if m.type == MetricType.HISTOGRAM else m.value) for n, m in sorted(self.by_name.items())}
+
+
+class Host:
+    """One emulated Envoy process.
+
+    `log_level` is Envoy's `wasm` logger level (default info, as Envoy's);
+    `start_time` is the wall clock the filters see (default: now, then frozen);
+    `seed` makes WASI random_get and generated request ids reproducible.
+    """
+
+    def __init__(
+        self,
+        *,
+        log_level: str | int = "info",
+        start_time: float | None = None,
+        seed: int = 0,
+        node_id: str = "proxywasm-host",
+        cluster_name: str = "proxywasm-host",
+        connection_manager_defaults: bool = True,
+    ):
+        self.log_level = LogLevel.parse(log_level)
+        self.clock = VirtualClock(self, int((time.time() if start_time is None else start_time) * 1e9))
+        self.random = random.Random(seed)
+        self.shared_data = SharedData()
+        self.queues = SharedQueues()
+        self.metrics = Metrics()
+        self.clusters: dict[str, Any] = {}
+        self.pending_http_calls: "list[HttpCall]" = []
+        self.foreign_functions: dict[str, Callable[[bytes], bytes]] = {}
+        self.plugins: list[Plugin] = []
+        self.node = {"id": node_id, "cluster": cluster_name}
+        self.xds: dict[str, Any] = {"route_name": "local_route", "cluster_name": "upstream", "listener_direction": 0}
+        self.connection = {"source_ip": "127.0.0.1", "source_port": 54321, "destination_ip": "127.0.0.1", "destination_port": 10000}
+        self.connection_manager_defaults = connection_manager_defaults
+        self._connection_ids = 0
+
+    # -- plugins ------------------------------------------------------------------
+
+    def load_module(self, source: ModuleSource | ProxyWasmModule) -> ProxyWasmModule:
+        return source if isinstance(source, ProxyWasmModule) else load_module(source)
+
+    def load_plugin(self, module: ModuleSource | ProxyWasmModule, **options: Any) -> Plugin:
+        """Load a module and start a plugin on it (see Plugin for the options).
+        Raises ModuleLoadError or PluginRejected where Envoy would refuse it."""
+        plugin = Plugin(self, self.load_module(module), **options)
+        self.plugins.append(plugin)
+        return plugin
+
+    # -- clusters and callouts ---------------------------------------------------
+
+    def add_cluster(self, name: str, url: str | None = None) -> None:
+        """Declare a cluster proxy_http_call may target; with `url`, calls to it are
+        sent to that real HTTP server when `host.dispatch_http_calls()` runs."""
+        self.clusters[name] = url
+
+    # -- time ----------------------------------------------------------------------
+
+    def _tick_roots(self) -> list["RootContext"]:
+        return [w.root for p in self.plugins for w in p.workers if w.vm.failed is None]
+
+    def _next_tick(self, target: int) -> tuple[int, "RootContext"] | None:
+        best = None
+        for root in self._tick_roots():
+            if root.tick_period_ms > 0 and root.next_tick_ns <= target:
+                if best is None or root.next_tick_ns < best[0]:
+                    best = (root.next_tick_ns, root)
+        return best
+
+    def _fire_tick(self, root: "RootContext") -> None:
+        root.next_tick_ns = self.clock.now_ns + root.tick_period_ms * 1_000_000
+        if root.vm.has("proxy_on_tick"):
+            root.invoke("proxy_on_tick", root.id)
+
+    # -- environment the filters observe --------------------------------------------
+
+    def xds_attributes(self, plugin: Plugin) -> dict[str, Any]:
+        return {"node": dict(self.node), **self.xds}
+
+    def next_connection_id(self) -> int:
+        self._connection_ids += 1
+        return self._connection_ids
+
+    def apply_connection_manager_defaults(self, headers: HeaderMap) -> None:
+        """What Envoy's HTTP connection manager adds before any filter runs (HTTP/1.1,
+        default settings): x-forwarded-proto and a generated x-request-id."""
+        if not self.connection_manager_defaults:
+            return
+        if headers.get(b"x-forwarded-proto") is None:
+            headers.add(b"x-forwarded-proto", b"http")
+        if headers.get(b"x-request-id") is None:
+            headers.add(b"x-request-id", str(uuid.UUID(int=self.random.getrandbits(128), version=4)).encode())
+
+
+def _bytes(s: bytes | str) -> bytes:
+    return s.encode() if isinstance(s, str) else s

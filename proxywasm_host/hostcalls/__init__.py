@@ -1,0 +1,1 @@
+"""Hostcalls grouped by area; `registry` ties them together."""

@@ -1,0 +1,106 @@
+"""Header and trailer maps: get/set pairs, get/add/replace/remove one value, size.
+
+A map that is not available in the current phase answers as Envoy does:
+pairs-get is Ok with an empty map, everything else BadArgument (§2.2, §2.4).
+"""
+from __future__ import annotations
+
+from ..abi import ABI_0_1_0, MapType, WasmResult
+from ..memory import deserialize_pairs, serialize_pairs
+from .registry import hostcall
+
+_MAX_MAP_TYPE = max(MapType)
+
+
+def _map(vm, map_type: int, mutable: bool):
+    return vm.ctx.get_map(map_type, mutable)
+
+
+@hostcall("proxy_get_header_map_pairs", "uuu")
+def get_pairs(vm, map_type: int, ret_ptr: int, ret_size: int) -> int:
+    if map_type > _MAX_MAP_TYPE:
+        return WasmResult.BAD_ARGUMENT
+    m = _map(vm, map_type, False)
+    data = serialize_pairs(m.pairs) if m is not None else b""
+    return WasmResult.OK if vm.memory.copy_out(data, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
+
+
+@hostcall("proxy_set_header_map_pairs", "uuu")
+def set_pairs(vm, map_type: int, ptr: int, size: int) -> int:
+    if map_type > _MAX_MAP_TYPE:
+        return WasmResult.BAD_ARGUMENT
+    m = _map(vm, map_type, True)
+    if m is None:
+        return WasmResult.BAD_ARGUMENT
+    pairs = deserialize_pairs(vm.memory.read(ptr, size)) or []
+    m.pairs = [(k.lower(), v) for k, v in pairs]
+    return WasmResult.OK
+
+
+@hostcall("proxy_get_header_map_value", "uuuuu")
+def get_value(vm, map_type: int, key_ptr: int, key_size: int, ret_ptr: int, ret_size: int) -> int:
+    if map_type > _MAX_MAP_TYPE:
+        return WasmResult.BAD_ARGUMENT
+    key = vm.memory.read(key_ptr, key_size).lower()
+    m = _map(vm, map_type, False)
+    legacy = vm.abi == ABI_0_1_0
+    if m is None:
+        stream = vm.ctx.stream
+        if stream is not None and stream.in_log:  # access-log phase: absent map reads as missing
+            return _missing(vm, legacy, ret_ptr, ret_size)
+        return WasmResult.BAD_ARGUMENT
+    value = m.get(key)
+    if value is None:
+        return _missing(vm, legacy, ret_ptr, ret_size)
+    return WasmResult.OK if vm.memory.copy_out(value, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
+
+
+def _missing(vm, legacy: bool, ret_ptr: int, ret_size: int) -> int:
+    if legacy:  # ABI 0.1.0: Ok with an empty value
+        vm.memory.copy_out(b"", ret_ptr, ret_size)
+        return WasmResult.OK
+    return WasmResult.NOT_FOUND
+
+
+def _mutate(vm, map_type: int, key_ptr: int, key_size: int):
+    if map_type > _MAX_MAP_TYPE:
+        return None, None
+    return _map(vm, map_type, True), vm.memory.read(key_ptr, key_size).lower()
+
+
+@hostcall("proxy_add_header_map_value", "uuuuu")
+def add_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
+    m, key = _mutate(vm, map_type, key_ptr, key_size)
+    if m is None:
+        return WasmResult.BAD_ARGUMENT
+    m.add(key, vm.memory.read(value_ptr, value_size))
+    return WasmResult.OK
+
+
+@hostcall("proxy_replace_header_map_value", "uuuuu")
+def replace_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
+    m, key = _mutate(vm, map_type, key_ptr, key_size)
+    if m is None:
+        return WasmResult.BAD_ARGUMENT
+    m.replace(key, vm.memory.read(value_ptr, value_size))
+    return WasmResult.OK
+
+
+@hostcall("proxy_remove_header_map_value", "uuu")
+def remove_value(vm, map_type: int, key_ptr: int, key_size: int) -> int:
+    m, key = _mutate(vm, map_type, key_ptr, key_size)
+    if m is None:
+        return WasmResult.BAD_ARGUMENT
+    m.remove(key)
+    return WasmResult.OK
+
+
+@hostcall("proxy_get_header_map_size", "uu", note="Envoy answers HeaderMap::byteSize(), not the serialized size")
+def get_size(vm, map_type: int, ret_size: int) -> int:
+    if map_type > _MAX_MAP_TYPE:
+        return WasmResult.BAD_ARGUMENT
+    m = _map(vm, map_type, False)
+    if m is None:
+        return WasmResult.BAD_ARGUMENT
+    vm.memory.write_u32(ret_size, m.byte_size())
+    return WasmResult.OK

@@ -1,0 +1,26 @@
+"""proxy_get_property / proxy_set_property."""
+from __future__ import annotations
+
+from ..abi import WasmResult
+from ..memory import split_property_path
+from ..properties import resolve
+from .registry import hostcall
+
+
+@hostcall("proxy_get_property", "uuuu")
+def get_property(vm, path_ptr: int, path_size: int, ret_ptr: int, ret_size: int) -> int:
+    path = split_property_path(vm.memory.read(path_ptr, path_size))
+    value = resolve(vm.ctx, path)
+    if value is None:
+        return WasmResult.NOT_FOUND
+    return WasmResult.OK if vm.memory.copy_out(value, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
+
+
+@hostcall("proxy_set_property", "uuuu", note="stored as stream filter state, readable back with proxy_get_property")
+def set_property(vm, path_ptr: int, path_size: int, value_ptr: int, value_size: int) -> int:
+    stream = vm.ctx.stream
+    if stream is None:
+        return WasmResult.NOT_FOUND
+    path = split_property_path(vm.memory.read(path_ptr, path_size))
+    stream.filter_state[path] = vm.memory.read(value_ptr, value_size)
+    return WasmResult.OK

@@ -1,0 +1,276 @@
+"""WASI preview1 as Envoy's cpp-host implements it (also linked as `wasi_unstable`):
+stdout/stderr become log lines, clocks read the host's virtual clock, randomness
+is seeded, environment comes from the plugin, and the file system does not exist."""
+from __future__ import annotations
+
+import struct
+
+from ..abi import (
+    RANDOM_GET_MAX_BYTES,
+    WASI_EBADF,
+    WASI_EINVAL,
+    WASI_ENOENT,
+    WASI_ENOSYS,
+    WASI_ENOTDIR,
+    WASI_ENOTSUP,
+    LogLevel,
+)
+from .registry import hostcall
+
+W = "wasi"
+_STDIO = (1, 2)
+
+
+def _gather(vm, iovs: int, iovs_len: int) -> bytes:
+    out = bytearray()
+    for i in range(iovs_len):
+        ptr, size = struct.unpack("<II", vm.memory.read(iovs + 8 * i, 8))
+        out += vm.memory.read(ptr, size)
+    return bytes(out)
+
+
+def _write_stdio(vm, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int:
+    if fd not in _STDIO:
+        return WASI_EBADF
+    data = _gather(vm, iovs, iovs_len)
+    vm.memory.write_u32(ret_written, len(data))
+    text = data.decode("utf-8", "replace")
+    if text.endswith("\n"):
+        text = text[:-1]  # cpp-host strips one trailing newline
+    level = LogLevel.INFO if fd == 1 else LogLevel.ERROR
+    if level >= vm.host.log_level:
+        vm.ctx.log(level, text)
+    return 0
+
+
+@hostcall("fd_write", "uuuu", module=W, note="fd 1 -> info log, fd 2 -> error log")
+def fd_write(vm, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int:
+    return _write_stdio(vm, fd, iovs, iovs_len, ret_written)
+
+
+@hostcall("fd_pwrite", "uuuIu", module=W)
+def fd_pwrite(vm, fd: int, iovs: int, iovs_len: int, offset: int, ret_written: int) -> int:
+    return _write_stdio(vm, fd, iovs, iovs_len, ret_written)
+
+
+@hostcall("fd_read", "uuuu", module=W)
+def fd_read(vm, *_a: int) -> int:
+    return WASI_ENOSYS
+
+
+@hostcall("fd_pread", "uuuIu", module=W)
+def fd_pread(vm, *_a: int) -> int:
+    return WASI_ENOSYS
+
+
+@hostcall("fd_seek", "uIuu", module=W)
+def fd_seek(vm, fd: int, offset: int, whence: int, ret: int) -> int:
+    vm.ctx.log(LogLevel.ERROR, "wasi_unstable fd_seek")
+    return 0
+
+
+@hostcall("fd_close", "u", module=W)
+def fd_close(vm, fd: int) -> int:
+    vm.ctx.log(LogLevel.ERROR, "wasi_unstable fd_close")
+    return 0
+
+
+@hostcall("fd_fdstat_get", "uu", module=W)
+def fd_fdstat_get(vm, fd: int, ret_stat: int) -> int:
+    if fd not in _STDIO:
+        return WASI_EBADF
+    vm.memory.write(ret_stat, struct.pack("<QQQ", 0, 64, 0))
+    return 0
+
+
+@hostcall("fd_fdstat_set_flags", "uu", module=W)
+def fd_fdstat_set_flags(vm, fd: int, flags: int) -> int:
+    return WASI_ENOSYS
+
+
+def _stdio_ok(fd: int) -> int:
+    return 0 if fd in _STDIO else WASI_EBADF
+
+
+@hostcall("fd_fdstat_set_rights", "uII", module=W)
+def fd_fdstat_set_rights(vm, fd: int, base: int, inheriting: int) -> int:
+    return _stdio_ok(fd)
+
+
+@hostcall("fd_prestat_get", "uu", module=W, note="no preopened directories")
+def fd_prestat_get(vm, fd: int, ret: int) -> int:
+    return WASI_EBADF
+
+
+@hostcall("fd_prestat_dir_name", "uuu", module=W)
+def fd_prestat_dir_name(vm, fd: int, path: int, size: int) -> int:
+    return WASI_ENOSYS
+
+
+@hostcall("fd_filestat_get", "uu", module=W)
+def fd_filestat_get(vm, fd: int, ret: int) -> int:
+    return WASI_EBADF
+
+
+@hostcall("fd_advise", "uIIu", module=W)
+def fd_advise(vm, fd: int, offset: int, size: int, advice: int) -> int:
+    return 0
+
+
+@hostcall("fd_allocate", "uII", module=W)
+def fd_allocate(vm, fd: int, offset: int, size: int) -> int:
+    return _stdio_ok(fd)
+
+
+@hostcall("fd_datasync", "u", module=W)
+def fd_datasync(vm, fd: int) -> int:
+    return _stdio_ok(fd)
+
+
+@hostcall("fd_sync", "u", module=W)
+def fd_sync(vm, fd: int) -> int:
+    return _stdio_ok(fd)
+
+
+@hostcall("fd_filestat_set_size", "uI", module=W)
+def fd_filestat_set_size(vm, fd: int, size: int) -> int:
+    return _stdio_ok(fd)
+
+
+@hostcall("fd_filestat_set_times", "uIIu", module=W)
+def fd_filestat_set_times(vm, fd: int, atim: int, mtim: int, flags: int) -> int:
+    return _stdio_ok(fd)
+
+
+@hostcall("fd_tell", "uu", module=W)
+def fd_tell(vm, fd: int, ret: int) -> int:
+    if fd not in _STDIO:
+        return WASI_EBADF
+    vm.memory.write_u64(ret, 0)
+    return 0
+
+
+@hostcall("fd_readdir", "uuuIu", module=W)
+def fd_readdir(vm, fd: int, buf: int, size: int, cookie: int, ret: int) -> int:
+    vm.memory.write_u32(ret, 0)
+    return WASI_ENOTDIR
+
+
+@hostcall("fd_renumber", "uu", module=W)
+def fd_renumber(vm, fd: int, to: int) -> int:
+    return WASI_ENOTSUP if fd in _STDIO and to in _STDIO else WASI_EBADF
+
+
+@hostcall("path_open", "uuuuuIIuu", module=W)
+def path_open(vm, *_a: int) -> int:
+    return WASI_ENOENT
+
+
+def _notsup(vm, *_a: int) -> int:
+    return WASI_ENOTSUP
+
+
+for _name, _params in (
+    ("path_filestat_get", "uuuuu"),
+    ("path_create_directory", "uuu"),
+    ("path_remove_directory", "uuu"),
+    ("path_unlink_file", "uuu"),
+    ("path_rename", "uuuuuu"),
+    ("path_filestat_set_times", "uuuuIIu"),
+    ("path_link", "uuuuuuu"),
+    ("path_symlink", "uuuuu"),
+    ("sock_accept", "uuu"),
+    ("sock_send", "uuuuu"),
+    ("sock_shutdown", "uu"),
+):
+    hostcall(_name, _params, module=W)(_notsup)
+
+
+@hostcall("path_readlink", "uuuuuu", module=W)
+def path_readlink(vm, fd: int, path: int, size: int, buf: int, buf_len: int, ret: int) -> int:
+    vm.memory.write_u32(ret, 0)
+    return WASI_ENOTSUP
+
+
+@hostcall("sock_recv", "uuuuuu", module=W)
+def sock_recv(vm, fd: int, ri: int, ri_len: int, flags: int, ret_size: int, ret_flags: int) -> int:
+    vm.memory.write_u32(ret_size, 0)
+    vm.memory.write_u32(ret_flags, 0)
+    return WASI_ENOTSUP
+
+
+def _environ(vm) -> list[bytes]:
+    return [f"{k}={v}".encode() + b"\0" for k, v in vm.plugin.environment.items()]
+
+
+@hostcall("environ_sizes_get", "uu", module=W, note="from the plugin's environment= (Envoy: vm_config.environment_variables)")
+def environ_sizes_get(vm, ret_count: int, ret_size: int) -> int:
+    env = _environ(vm)
+    vm.memory.write_u32(ret_count, len(env))
+    vm.memory.write_u32(ret_size, sum(map(len, env)))
+    return 0
+
+
+@hostcall("environ_get", "uu", module=W)
+def environ_get(vm, ret_array: int, ret_buf: int) -> int:
+    for i, entry in enumerate(_environ(vm)):
+        vm.memory.write_u32(ret_array + 4 * i, ret_buf)
+        vm.memory.write(ret_buf, entry)
+        ret_buf += len(entry)
+    return 0
+
+
+@hostcall("args_sizes_get", "uu", module=W)
+def args_sizes_get(vm, ret_count: int, ret_size: int) -> int:
+    vm.memory.write_u32(ret_count, 0)
+    vm.memory.write_u32(ret_size, 0)
+    return 0
+
+
+@hostcall("args_get", "uu", module=W)
+def args_get(vm, argv: int, buf: int) -> int:
+    return 0
+
+
+@hostcall("clock_time_get", "uIu", module=W, note="the host's virtual clock")
+def clock_time_get(vm, clock_id: int, precision: int, ret_time: int) -> int:
+    clock = vm.host.clock
+    if clock_id == 0:
+        vm.memory.write_u64(ret_time, clock.now_ns)
+    elif clock_id == 1:
+        vm.memory.write_u64(ret_time, clock.monotonic_ns)
+    else:
+        return WASI_ENOTSUP
+    return 0
+
+
+@hostcall("clock_res_get", "uu", module=W)
+def clock_res_get(vm, clock_id: int, ret_res: int) -> int:
+    if clock_id not in (0, 1):
+        return WASI_ENOTSUP
+    vm.memory.write_u64(ret_res, 1)
+    return 0
+
+
+@hostcall("random_get", "uu", module=W, note="seeded by Host(seed=...)")
+def random_get(vm, buf: int, size: int) -> int:
+    if size > RANDOM_GET_MAX_BYTES:
+        return WASI_EINVAL
+    vm.memory.write(buf, vm.host.random.randbytes(size))
+    return 0
+
+
+@hostcall("sched_yield", "", module=W)
+def sched_yield(vm) -> int:
+    return 0
+
+
+@hostcall("poll_oneoff", "uuuu", module=W)
+def poll_oneoff(vm, in_ptr: int, out_ptr: int, nsubs: int, ret_events: int) -> int:
+    vm.memory.write_u32(ret_events, 0)
+    return 0
+
+
+@hostcall("proc_exit", "u", results="", module=W, note="logged, as Envoy does; the guest is not stopped")
+def proc_exit(vm, code: int) -> None:
+    vm.ctx.log(LogLevel.ERROR, "wasi_unstable proc_exit")

@@ -1,0 +1,490 @@
+"""HTTP streams: Envoy's filter-manager semantics for one Wasm filter in front of
+the router — phases, status conversion, buffering on pause, resume, local replies,
+availability windows of header maps and bodies, and teardown."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from .abi import (
+    ABI_0_1_0,
+    DATA_STATUS_NAMES,
+    HEADERS_STATUS_NAMES,
+    BufferType,
+    FilterStatus,
+    MapType,
+)
+from .context import Buffer, Context, LocalReply
+from .errors import GuestTrap, StreamStateError
+from .headers import HeaderMap, Headers, HeadersInput
+from .properties import PropertyValue, normalize_overrides
+
+if TYPE_CHECKING:
+    from .plugin import Plugin, Worker
+
+NOT_CALLED = "NotCalled"
+
+
+@dataclass
+class PhaseResult:
+    """What one phase did: the guest's raw return value and Envoy's filter status."""
+
+    callback: str
+    action: int | None  # raw value the guest returned (None: callback not called)
+    status: str  # Envoy's status after conversion, or "NotCalled"
+
+    @property
+    def stopped(self) -> bool:
+        return self.status not in (FilterStatus.CONTINUE, FilterStatus.CONTINUE_AND_END_STREAM, NOT_CALLED)
+
+
+@dataclass
+class Message:
+    """A request or response as the next hop receives it (upstream or client)."""
+
+    headers: Headers | None = None
+    body: bytes = b""
+    trailers: Headers | None = None
+    complete: bool = False
+    reset: bool = False
+
+
+def _headers_status(raw: int, local_reply_sent: bool, allow_stop: bool) -> str:
+    # cpp-host convertVmCallResultToFilterHeadersStatus
+    if local_reply_sent or raw > 4 or (raw == 1 and not allow_stop):
+        return FilterStatus.STOP_ALL_ITERATION_AND_WATERMARK
+    return HEADERS_STATUS_NAMES[raw]
+
+
+def _data_status(raw: int, local_reply_sent: bool) -> str:
+    if local_reply_sent or raw > 3:
+        return FilterStatus.STOP_ITERATION_NO_BUFFER
+    return DATA_STATUS_NAMES[raw]
+
+
+def _trailers_status(raw: int, local_reply_sent: bool) -> str:
+    if local_reply_sent or raw > 1:
+        return FilterStatus.STOP_ITERATION
+    return FilterStatus.CONTINUE if raw == 0 else FilterStatus.STOP_ITERATION
+
+
+class _Direction:
+    """One direction of a stream (decoding the request or encoding the response)."""
+
+    def __init__(self, stream: "HttpStream", kind: str, out: Message):
+        self.stream = stream
+        self.kind = kind
+        self.on_headers = f"proxy_on_{kind}_headers"
+        self.on_body = f"proxy_on_{kind}_body"
+        self.on_trailers = f"proxy_on_{kind}_trailers"
+        self.out = out
+        self.headers: HeaderMap | None = None
+        self.headers_readable = False
+        self.body: Buffer | None = None  # the body visible to the guest in a body callback
+        self.body_eos = False
+        self.buffered = bytearray()  # Envoy's buffer for this filter while stopped
+        self.trailers: HeaderMap | None = None
+        self.trailers_readable = False
+        self.pending_trailers: HeaderMap | None = None
+        self.iteration = "idle"  # idle | continue | stop_all | stop_buffer | stop_nobuffer | stop_trailers | done
+        self.end_seen = False
+
+    # -- phases --------------------------------------------------------------
+
+    def send_headers(self, headers: HeaderMap, eos: bool) -> PhaseResult:
+        if self.headers is not None:
+            raise StreamStateError(f"{self.kind} headers were already sent on this stream")
+        self.headers, self.end_seen, self.headers_readable = headers, eos, True
+        args = (len(headers),) if self.stream.abi == ABI_0_1_0 else (len(headers), int(eos))
+        raw, lr = self.stream._call(self.on_headers, *args)
+        if raw is None:
+            status = NOT_CALLED if lr is None else FilterStatus.STOP_ALL_ITERATION_AND_WATERMARK
+        else:
+            status = _headers_status(raw, lr, self.stream.plugin.allow_on_headers_stop_iteration)
+        if self.iteration == "done":
+            pass  # a local reply (or failure) ended this direction during the call
+        elif status in (FilterStatus.CONTINUE, FilterStatus.CONTINUE_AND_END_STREAM, NOT_CALLED):
+            self._forward_headers()
+            if eos or status == FilterStatus.CONTINUE_AND_END_STREAM:
+                self.out.complete = True
+        else:
+            self.iteration = "stop_all"
+        return PhaseResult(self.on_headers, raw, status)
+
+    def send_data(self, chunk: bytes, eos: bool) -> PhaseResult:
+        self._check_open("body")
+        if self.iteration == "stop_all":
+            self.buffered += chunk  # the filter manager buffers until the filter continues
+            self.end_seen = eos
+            return PhaseResult(self.on_body, None, NOT_CALLED)
+        if self.iteration != "stop_buffer":
+            self.buffered = bytearray()
+        self.buffered += chunk
+        self.end_seen = eos
+        self.body, self.body_eos = Buffer(b""), eos
+        self.body.data = self.buffered  # the guest sees (and edits) the whole buffered body
+        raw, lr = self.stream._call(self.on_body, len(self.buffered), int(eos))
+        self.body, self.body_eos = None, False
+        status = NOT_CALLED if raw is None and lr is None else _data_status(raw or 0, lr)
+        if self.iteration == "done":
+            pass
+        elif status in (FilterStatus.CONTINUE, NOT_CALLED):
+            self._forward_body()
+            self.iteration = "continue"
+            if eos:
+                self._finish()
+        elif status == FilterStatus.STOP_ITERATION_NO_BUFFER:
+            self.buffered = bytearray()
+            self.iteration = "stop_nobuffer"
+        else:
+            self.iteration = "stop_buffer"
+        return PhaseResult(self.on_body, raw, status)
+
+    def send_trailers(self, trailers: HeaderMap) -> PhaseResult:
+        self._check_open("trailers")
+        self.end_seen = True
+        if self.iteration == "stop_all":
+            self.pending_trailers = trailers
+            return PhaseResult(self.on_trailers, None, NOT_CALLED)
+        self.trailers, self.trailers_readable = trailers, True
+        raw, lr = self.stream._call(self.on_trailers, len(trailers))
+        self.trailers_readable = False
+        status = NOT_CALLED if raw is None and lr is None else _trailers_status(raw or 0, lr)
+        if self.iteration == "done":
+            pass
+        elif status in (FilterStatus.CONTINUE, NOT_CALLED):
+            self._forward_body()
+            self._finish()
+        else:
+            self.iteration = "stop_trailers"
+        return PhaseResult(self.on_trailers, raw, status)
+
+    def resume(self) -> None:
+        """proxy_continue_stream: Envoy's continueDecoding/continueEncoding."""
+        self.headers_readable = False
+        state = self.iteration
+        if state == "stop_all":
+            self._forward_headers()
+            if self.out.headers is not None and self.end_seen and not self.buffered and self.pending_trailers is None:
+                self.out.complete = True
+                return
+            if self.buffered or (self.end_seen and self.pending_trailers is None):
+                chunk, self.buffered = bytes(self.buffered), bytearray()
+                self.iteration = "continue"
+                self.send_data(chunk, self.end_seen and self.pending_trailers is None)
+            if self.pending_trailers is not None and self.iteration == "continue":
+                trailers, self.pending_trailers = self.pending_trailers, None
+                self.send_trailers(trailers)
+        elif state in ("stop_buffer", "stop_nobuffer"):
+            self._forward_body()
+            self.iteration = "continue"
+            if self.trailers is not None or self.end_seen:
+                self._finish()
+        elif state == "stop_trailers":
+            self._forward_body()
+            self._finish()
+
+    # -- what the next hop receives -------------------------------------------
+
+    def _forward_headers(self) -> None:
+        assert self.headers is not None
+        self.headers_readable = False
+        self.out.headers = self.headers.view()
+        self.iteration = "continue"
+
+    def _forward_body(self) -> None:
+        if self.buffered:
+            self.out.body += bytes(self.buffered)
+            self.buffered = bytearray()
+
+    def _finish(self) -> None:
+        if self.trailers is not None:
+            self.out.trailers = self.trailers.view()
+        self.out.complete = True
+
+    def _check_open(self, what: str) -> None:
+        if self.headers is None:
+            raise StreamStateError(f"send the {self.kind} headers before the {self.kind} {what}")
+        if self.iteration == "done" or self.out.complete:
+            raise StreamStateError(f"the {self.kind} has already ended; no more {what} can be sent")
+
+    def end(self) -> None:
+        self.iteration = "done"
+        self.headers_readable = self.trailers_readable = False
+
+
+class HttpStream(Context):
+    """One HTTP request/response exchange through the plugin, driven by a test.
+
+    Create with `plugin.http_stream()`, then send request headers/body/trailers
+    and the upstream response; inspect `upstream_request`, `downstream_response`,
+    `local_reply`, `logs`; end with `complete()`.
+    """
+
+    def __init__(self, plugin: "Plugin", worker: "Worker", properties: Mapping[Any, PropertyValue] | None):
+        super().__init__(worker.vm, plugin, 0)
+        self.worker = worker
+        self.root_ctx = worker.root
+        self.abi = worker.vm.abi
+        self.stream = self
+        self.properties = normalize_overrides(properties)
+        self.filter_state: dict[tuple[str, ...], PropertyValue] = {}
+        self.upstream_request = Message()
+        self.downstream_response = Message()
+        self.local_reply: LocalReply | None = None
+        self.reset_details: str | None = None
+        self.trap: GuestTrap | None = None
+        self.completed = False
+        self.in_log = False
+        self.created = False
+        self.start_time_ns = plugin.host.clock.now_ns
+        self.connection_id = plugin.host.next_connection_id()
+        self.request = _Direction(self, "request", self.upstream_request)
+        self.response = _Direction(self, "response", self.downstream_response)
+
+    @property
+    def root(self):  # type: ignore[override]
+        return self.root_ctx
+
+    # -- test API ------------------------------------------------------------
+
+    def send_request_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
+        hm = HeaderMap.from_input(headers)
+        self.plugin.host.apply_connection_manager_defaults(hm)
+        if not self._begin():
+            return self._skipped("proxy_on_request_headers", hm, end_of_stream)
+        return self.request.send_headers(hm, end_of_stream)
+
+    def send_request_body(self, body: bytes | str, end_of_stream: bool = True) -> PhaseResult:
+        return self.request.send_data(_bytes(body), end_of_stream)
+
+    def send_request_trailers(self, trailers: HeadersInput) -> PhaseResult:
+        return self.request.send_trailers(HeaderMap.from_input(trailers))
+
+    def send_response_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
+        self._check_response_allowed()
+        return self.response.send_headers(HeaderMap.from_input(headers), end_of_stream)
+
+    def send_response_body(self, body: bytes | str, end_of_stream: bool = True) -> PhaseResult:
+        self._check_response_allowed()
+        return self.response.send_data(_bytes(body), end_of_stream)
+
+    def send_response_trailers(self, trailers: HeadersInput) -> PhaseResult:
+        self._check_response_allowed()
+        return self.response.send_trailers(HeaderMap.from_input(trailers))
+
+    def complete(self) -> None:
+        """End the stream as Envoy does for HTTP: proxy_on_log (access-log phase,
+        maps read-only), then proxy_on_done, then proxy_on_delete."""
+        if self.completed:
+            return
+        self.completed = True
+        if self.worker.vm.failed is not None:
+            return
+        self._ensure_created()
+        self.request.end()
+        self.response.end()
+        self.in_log = True
+        try:
+            self._call("proxy_on_log")
+        finally:
+            self.in_log = False
+        self._call("proxy_on_done")
+        self._call("proxy_on_delete")
+        self.state.contexts.pop(self.id, None)
+
+    @property
+    def logs(self) -> list:  # type: ignore[override]
+        return [r for r in self.vm.logs if r.context_id == self.id and self.created]
+
+    # -- driving the guest ---------------------------------------------------
+
+    def _begin(self) -> bool:
+        """Apply the failure policy of a VM that failed earlier; False if the filter is skipped."""
+        vm_failed = self.worker.vm.failed
+        if vm_failed is not None:
+            policy = self.plugin.failure_policy
+            if policy == "fail_reload":
+                self.worker = self.plugin.reload_worker(self.worker)
+                self.vm, self.state, self.root_ctx = self.worker.vm, self.worker.vm.state, self.worker.root
+            elif policy == "fail_open":
+                return False
+            else:
+                self._fail_closed()
+                return True
+        self._ensure_created()
+        return True
+
+    def _skipped(self, callback: str, hm: HeaderMap, eos: bool) -> PhaseResult:
+        self.request.headers = hm
+        self.request._forward_headers()
+        self.request.end_seen = eos
+        self.upstream_request.complete = eos
+        return PhaseResult(callback, None, NOT_CALLED)
+
+    def _ensure_created(self) -> None:
+        if self.created:
+            return
+        self.created = True
+        self.id = self.state.alloc_id()
+        self.state.contexts[self.id] = self
+        if self.vm.has("proxy_on_context_create"):
+            self._call("proxy_on_context_create", self.root_ctx.id)
+
+    def _call(self, callback: str, *args: int) -> tuple[int | None, bool]:
+        """Invoke a stream callback if exported. Returns (raw result, whether a
+        local reply was sent during the call)."""
+        if not self.vm.has(callback) or self.trap is not None:
+            return None, False
+        before = self.local_reply
+        try:
+            raw = self.invoke(callback, self.id, *args)
+        except GuestTrap as trap:
+            self.trap = trap
+            if self.plugin.failure_policy != "fail_open":
+                self._fail_closed()
+            if self.plugin.raise_on_trap:
+                raise
+            return None, self.local_reply is not before
+        return raw, self.local_reply is not before
+
+    def _fail_closed(self) -> None:
+        """Envoy's failStream: 503 with details wasm_fail_stream, gRPC UNAVAILABLE."""
+        self.request.end()
+        self._direct_reply(LocalReply(503, b"", [], "wasm_fail_stream", 14))
+
+    def _check_response_allowed(self) -> None:
+        if self.local_reply is not None:
+            raise StreamStateError(
+                f"the filter answered locally ({self.local_reply.status_code}); "
+                "there is no upstream response for it to see"
+            )
+        if self.upstream_request.headers is None:
+            raise StreamStateError(
+                "the upstream has not received the request (the filter has not let the request "
+                f"headers through: {self.request.iteration}); it cannot respond yet"
+            )
+
+    # -- deferred actions the guest asked for -----------------------------------
+
+    def defer(self, action: Callable[[], None]) -> None:
+        self.state.after_call.append(action)
+
+    def continue_direction(self, stream_type: int) -> None:
+        (self.request if stream_type == 0 else self.response).resume()
+
+    def close_direction(self, stream_type: int) -> None:
+        self.reset_details = "wasm_close_stream"
+        self.upstream_request.reset = self.downstream_response.reset = True
+        self.request.end()
+        self.response.end()
+
+    def send_local_reply(self, reply: LocalReply) -> None:
+        """Envoy's sendLocalReply: through the encoder chain (this filter's response
+        callbacks run) if the response has not started, else straight to the client."""
+        self.local_reply = reply
+        self.request.end()
+        if self.response.headers is not None:
+            self._direct_reply(reply)
+            return
+        self.response.send_headers(_local_reply_headers(reply), eos=not reply.body)
+        if reply.body and self.response.iteration != "done":
+            self.response.send_data(reply.body, True)
+
+    def _direct_reply(self, reply: LocalReply) -> None:
+        self.local_reply = self.local_reply or reply
+        self.response.end()
+        out = self.downstream_response
+        out.headers = _local_reply_headers(reply).view()
+        out.body = reply.body
+        out.complete = True
+
+    # -- what hostcalls see ----------------------------------------------------
+
+    def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
+        if map_type >= MapType.HTTP_CALL_RESPONSE_HEADERS:
+            return self.root_ctx.get_map(map_type, mutable)
+        if self.in_log:
+            if mutable:
+                return None
+            return {
+                MapType.HTTP_REQUEST_HEADERS: self.request.headers,
+                MapType.HTTP_RESPONSE_HEADERS: self.response.headers,
+                MapType.HTTP_RESPONSE_TRAILERS: self.response.trailers,
+            }.get(map_type)
+        d = self.request if map_type in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS) else self.response
+        if map_type in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_RESPONSE_HEADERS):
+            return d.headers if d.headers_readable else None
+        if d.trailers_readable:
+            return d.trailers
+        if mutable and d.body is not None and d.body_eos and d.trailers is None:
+            d.trailers = HeaderMap()  # Envoy's addDecodedTrailers()/addEncodedTrailers()
+            return d.trailers
+        return None
+
+    def get_buffer(self, buffer_type: int) -> Buffer | None:
+        if buffer_type == BufferType.HTTP_REQUEST_BODY:
+            return self.request.body
+        if buffer_type == BufferType.HTTP_RESPONSE_BODY:
+            return self.response.body
+        if buffer_type in (BufferType.HTTP_CALL_RESPONSE_BODY, BufferType.PLUGIN_CONFIGURATION, BufferType.CALL_DATA):
+            return self.root_ctx.get_buffer(buffer_type)
+        return super().get_buffer(buffer_type)
+
+    def attributes(self) -> dict[str, Any]:
+        """Envoy's CEL attributes for this stream (computed on demand)."""
+        req = self.request.headers or HeaderMap()
+        path = (req.get(b":path") or b"").decode("utf-8", "surrogateescape")
+        url_path, _, query = path.partition("?")
+        request: dict[str, Any] = {
+            "path": path,
+            "url_path": url_path,
+            "query": query,
+            "host": _s(req.get(b":authority")),
+            "scheme": _s(req.get(b":scheme")) or "http",
+            "method": _s(req.get(b":method")),
+            "headers": req.view().to_dict(),
+            "referer": _s(req.get(b"referer")),
+            "useragent": _s(req.get(b"user-agent")),
+            "id": _s(req.get(b"x-request-id")),
+            "protocol": "HTTP/1.1",
+            "time": self.start_time_ns,
+        }
+        attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k == "path"}}
+        resp = self.response.headers
+        if resp is not None:
+            code = resp.get(b":status")
+            attrs["response"] = {
+                "code": int(code) if code and code.isdigit() else 0,
+                "headers": resp.view().to_dict(),
+            }
+            if self.response.trailers is not None:
+                attrs["response"]["trailers"] = self.response.trailers.view().to_dict()
+            if self.local_reply is not None and self.local_reply.details:
+                attrs["response"]["code_details"] = self.local_reply.details
+        conn = self.plugin.host.connection
+        attrs["source"] = {"address": f"{conn['source_ip']}:{conn['source_port']}", "port": conn["source_port"]}
+        attrs["destination"] = {
+            "address": f"{conn['destination_ip']}:{conn['destination_port']}",
+            "port": conn["destination_port"],
+        }
+        attrs["connection"] = {"id": self.connection_id, "mtls": False}
+        return attrs
+
+
+def _local_reply_headers(reply: LocalReply) -> HeaderMap:
+    hm = HeaderMap([(b":status", str(reply.status_code).encode())])
+    for k, v in reply.headers:
+        hm.add(k.encode(), v.encode())
+    hm.add(b"content-length", str(len(reply.body)).encode())
+    if reply.body:
+        hm.add(b"content-type", b"text/plain")
+    return hm
+
+
+def _bytes(data: bytes | str) -> bytes:
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def _s(b: bytes | None) -> str:
+    return b.decode("utf-8", "surrogateescape") if b else ""

@@ -1,0 +1,37 @@
+"""Filter log lines, captured per VM and filterable per plugin and per stream."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .abi import LogLevel
+
+_logger = logging.getLogger("proxywasm")
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    level: str  # "trace" … "critical"
+    message: str
+    context_id: int
+    plugin: str
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message}"
+
+
+_PY_LEVELS = {
+    LogLevel.TRACE: 5,
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARN: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+    LogLevel.CRITICAL: logging.CRITICAL,
+}
+
+
+def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: int, plugin: str) -> None:
+    """Record a line as Envoy's `wasm` logger would print it, and forward it to
+    Python logging so pytest shows it with a failing test."""
+    records.append(LogRecord(level.name.lower(), message, context_id, plugin))
+    _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log %s: %s", plugin, message)

@@ -1,0 +1,281 @@
+"""Loading a Proxy-Wasm module: bytes, ABI detection, callback signatures, imports
+checked against the hostcall registry, compilation with an on-disk cache.
+
+Everything Envoy refuses at load time is refused here with ModuleLoadError.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Union
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from .abi import ABI_0_1_0, ABI_MARKERS, AbiVersion
+from .errors import MissingImportError, ModuleLoadError
+from .hostcalls import registry
+
+WASM_MAGIC = b"\0asm"
+ModuleSource = Union[str, os.PathLike, bytes, bytearray]
+
+#: epoch ticks per second of the engine's deadline clock
+EPOCH_HZ = 100
+
+
+def _sig(params: str, results: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    conv = {"i": "i32", "I": "i64"}
+    return tuple(conv[c] for c in params), tuple(conv[c] for c in results)
+
+
+#: Callbacks Envoy looks up, with the signatures it requires ("Bad function signature" otherwise).
+CALLBACK_SIGNATURES: dict[str, tuple[str, str]] = {
+    "_initialize": ("", ""),
+    "_start": ("", ""),
+    "main": ("ii", "i"),
+    "__main_void": ("", "i"),
+    "malloc": ("i", "i"),
+    "proxy_on_memory_allocate": ("i", "i"),
+    "proxy_on_context_create": ("ii", ""),
+    "proxy_on_vm_start": ("ii", "i"),
+    "proxy_on_configure": ("ii", "i"),
+    "proxy_validate_configuration": ("ii", "i"),
+    "proxy_on_tick": ("i", ""),
+    "proxy_on_done": ("i", "i"),
+    "proxy_on_log": ("i", ""),
+    "proxy_on_delete": ("i", ""),
+    "proxy_on_new_connection": ("i", "i"),
+    "proxy_on_downstream_data": ("iii", "i"),
+    "proxy_on_upstream_data": ("iii", "i"),
+    "proxy_on_downstream_connection_close": ("ii", ""),
+    "proxy_on_upstream_connection_close": ("ii", ""),
+    "proxy_on_request_headers": ("iii", "i"),
+    "proxy_on_request_body": ("iii", "i"),
+    "proxy_on_request_trailers": ("ii", "i"),
+    "proxy_on_request_metadata": ("ii", "i"),
+    "proxy_on_response_headers": ("iii", "i"),
+    "proxy_on_response_body": ("iii", "i"),
+    "proxy_on_response_trailers": ("ii", "i"),
+    "proxy_on_response_metadata": ("ii", "i"),
+    "proxy_on_http_call_response": ("iiiii", ""),
+    "proxy_on_grpc_receive_initial_metadata": ("iii", ""),
+    "proxy_on_grpc_receive": ("iii", ""),
+    "proxy_on_grpc_receive_trailing_metadata": ("iii", ""),
+    "proxy_on_grpc_close": ("iii", ""),
+    "proxy_on_queue_ready": ("ii", ""),
+    "proxy_on_foreign_function": ("iii", ""),
+    "envoy_on_resolve_dns": ("iii", ""),
+}
+#: ABI 0.1.0 header callbacks take no end_of_stream argument.
+CALLBACK_SIGNATURES_0_1 = {
+    "proxy_on_request_headers": ("ii", "i"),
+    "proxy_on_response_headers": ("ii", "i"),
+}
+
+
+def expected_callback_signature(name: str, abi: AbiVersion) -> tuple[str, str] | None:
+    if abi == ABI_0_1_0:
+        if name == "proxy_on_foreign_function":
+            return None  # cpp-host only looks it up for 0.2.x
+        if name in CALLBACK_SIGNATURES_0_1:
+            return CALLBACK_SIGNATURES_0_1[name]
+    return CALLBACK_SIGNATURES.get(name)
+
+
+class _Engine:
+    """One wasmtime engine per process, with epoch interruption for execution
+    deadlines driven by a daemon ticker thread."""
+
+    def __init__(self) -> None:
+        cfg = wasmtime.Config()
+        cfg.epoch_interruption = True
+        ffi.wasmtime_config_memory_may_move_set(cfg.ptr(), False)
+        self.engine = wasmtime.Engine(cfg)
+        self.epoch = 0
+        self._ticker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_ticker(self) -> None:
+        with self._lock:
+            if self._ticker is None:
+                self._ticker = threading.Thread(target=self._tick, name="proxywasm-epoch", daemon=True)
+                self._ticker.start()
+
+    def _tick(self) -> None:
+        period = 1.0 / EPOCH_HZ
+        while True:
+            time.sleep(period)
+            self.engine.increment_epoch()
+
+
+ENGINE = _Engine()
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("PROXYWASM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "proxywasm-host"
+
+
+def _engine_fingerprint() -> str:
+    from importlib.metadata import version
+
+    return f"wasmtime-{version('wasmtime')}-epoch-nomove"
+
+
+_COMPILED: dict[str, wasmtime.Module] = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module, bool]:
+    """Compile `wasm`, using the in-process and on-disk caches keyed by the module's
+    sha256 and the engine version. Returns (module, came_from_cache)."""
+    with _COMPILED_LOCK:
+        if digest in _COMPILED:
+            return _COMPILED[digest], True
+    engine = ENGINE.engine
+    path = cache_dir() / f"{digest}-{_engine_fingerprint()}.cwasm"
+    module = None
+    cached = False
+    if path.is_file():
+        try:
+            module = wasmtime.Module.deserialize_file(engine, str(path))
+            cached = True
+        except wasmtime.WasmtimeError:
+            module = None  # stale or corrupt cache entry: recompile
+    if module is None:
+        try:
+            module = wasmtime.Module(engine, wasm)
+        except wasmtime.WasmtimeError as e:
+            raise ModuleLoadError(f"{name}: Failed to parse corrupted Wasm module: {_first_line(e)}") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(module.serialize())
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only costs speed
+    with _COMPILED_LOCK:
+        _COMPILED[digest] = module
+    return module, cached
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+@dataclass(frozen=True)
+class ImportInfo:
+    module: str
+    name: str
+    params: tuple[str, ...]
+    results: tuple[str, ...]
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass
+class ProxyWasmModule:
+    """A validated, compiled Proxy-Wasm module ready to instantiate."""
+
+    name: str
+    wasm: bytes
+    sha256: str
+    abi: AbiVersion
+    compiled: wasmtime.Module = field(repr=False)
+    from_cache: bool = False
+
+    @cached_property
+    def exports(self) -> dict[str, wasmtime.FuncType | object]:
+        return {e.name: e.type for e in self.compiled.exports}
+
+    @cached_property
+    def imports(self) -> list[ImportInfo]:
+        out = []
+        for imp in self.compiled.imports:
+            ty = imp.type
+            if isinstance(ty, wasmtime.FuncType):
+                out.append(ImportInfo(imp.module, imp.name or "", tuple(map(str, ty.params)), tuple(map(str, ty.results))))
+            else:
+                out.append(ImportInfo(imp.module, imp.name or "", (), ()))
+        return out
+
+    def exported_functions(self) -> list[str]:
+        return [n for n, t in self.exports.items() if isinstance(t, wasmtime.FuncType)]
+
+
+def read_source(source: ModuleSource) -> tuple[bytes, str]:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source), "<bytes>"
+    path = Path(source)
+    try:
+        return path.read_bytes(), str(path)
+    except FileNotFoundError:
+        raise ModuleLoadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ModuleLoadError(f"{path}: is a directory, not a .wasm file") from None
+    except OSError as e:
+        raise ModuleLoadError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def load_module(source: ModuleSource, *, name: str | None = None) -> ProxyWasmModule:
+    """Load and check a module the way Envoy does before it starts a VM."""
+    wasm, label = read_source(source)
+    label = name or label
+    if wasm[:4] != WASM_MAGIC:
+        raise ModuleLoadError(f"{label}: not a WebAssembly module (it does not start with \\0asm)")
+    digest = hashlib.sha256(wasm).hexdigest()
+    compiled, cached = compile_module(wasm, digest, label)
+    mod = ProxyWasmModule(label, wasm, digest, AbiVersion("0.0.0"), compiled, cached)
+    abis = [ABI_MARKERS[n] for n in mod.exports if n in ABI_MARKERS]
+    if not abis:
+        raise ModuleLoadError(
+            f"{label}: Missing or unknown Proxy-Wasm ABI version "
+            f"(no export named {', '.join(ABI_MARKERS)})"
+        )
+    mod.abi = max(abis, key=lambda a: a.tuple)
+    check_callback_signatures(mod)
+    check_imports(mod)
+    return mod
+
+
+def check_callback_signatures(mod: ProxyWasmModule) -> None:
+    for name, ty in mod.exports.items():
+        want = expected_callback_signature(name, mod.abi)
+        if want is None or not isinstance(ty, wasmtime.FuncType):
+            continue
+        got = (tuple(map(str, ty.params)), tuple(map(str, ty.results)))
+        if got != _sig(*want):
+            raise ModuleLoadError(
+                f"{mod.name}: Bad function signature for: {name}: exported as "
+                f"({', '.join(got[0])}) -> ({', '.join(got[1])}), ABI {mod.abi} requires "
+                f"({', '.join(_sig(*want)[0])}) -> ({', '.join(_sig(*want)[1])})"
+            )
+
+
+def check_imports(mod: ProxyWasmModule) -> None:
+    missing = []
+    for imp in mod.imports:
+        hc = registry.lookup(imp.module, imp.name, mod.abi)
+        if hc is None:
+            missing.append(imp.qualname)
+            continue
+        want = _sig(hc.params_wasm, hc.results)
+        if (imp.params, imp.results) != want:
+            raise ModuleLoadError(
+                f"{mod.name}: import {imp.qualname} has type ({', '.join(imp.params)}) -> "
+                f"({', '.join(imp.results)}); Envoy provides ({', '.join(want[0])}) -> ({', '.join(want[1])})"
+            )
+    if missing:
+        raise MissingImportError(mod.name, sorted(set(missing)), mod.abi)

@@ -1,0 +1,199 @@
+"""A plugin (Envoy's PluginConfig): its module, configuration, failure policy and
+one VM per emulated worker, each started and configured as Envoy does."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .context import Context, RootContext, VmState
+from .errors import GuestTrap, PluginRejected
+from .hostcalls.registry import START_ALLOWED
+from .http import HttpStream
+from .logs import LogRecord
+from .module import ProxyWasmModule
+from .properties import PropertyValue, normalize_overrides
+from .vm import DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_LIMIT, Vm
+
+if TYPE_CHECKING:
+    from .callouts import HttpCall
+    from .host import Host
+
+FAILURE_POLICIES = ("fail_closed", "fail_open", "fail_reload")
+ConfigInput = "str | bytes | Mapping[str, Any] | list | None"
+
+
+def config_bytes(value: Any, what: str) -> bytes:
+    """Configuration as Envoy hands it over: StringValue/BytesValue unwrapped, a
+    Struct (dict) as JSON."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (Mapping, list)):
+        return json.dumps(value, separators=(",", ":")).encode()
+    raise TypeError(f"{what} must be str, bytes, dict or list, not {type(value).__name__}")
+
+
+class _VmContext(Context):
+    """Context 0: what _initialize/_start/main run as."""
+
+    @property
+    def root(self) -> RootContext:
+        raise LookupError("the VM context has no root context")
+
+
+@dataclass
+class Worker:
+    """One VM of the plugin with its root context, as on one Envoy worker thread."""
+
+    index: int
+    vm: Vm
+    root: RootContext
+
+
+class Plugin:
+    """A configured plugin running in one VM per worker."""
+
+    def __init__(
+        self,
+        host: "Host",
+        module: ProxyWasmModule,
+        *,
+        name: str = "",
+        root_id: str = "",
+        vm_id: str = "",
+        configuration: Any = None,
+        vm_configuration: Any = None,
+        workers: int = 1,
+        failure_policy: str = "fail_closed",
+        allow_on_headers_stop_iteration: bool = False,
+        properties: Mapping[Any, PropertyValue] | None = None,
+        environment: Mapping[str, str] | None = None,
+        deadline_ms: int = DEFAULT_DEADLINE_MS,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        raise_on_trap: bool = True,
+    ):
+        if failure_policy not in FAILURE_POLICIES:
+            raise ValueError(f"failure_policy {failure_policy!r}; allowed: {', '.join(FAILURE_POLICIES)}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.host = host
+        self.module = module
+        self.name = name
+        self.root_id = root_id
+        self.vm_id = vm_id
+        self.configuration = config_bytes(configuration, "configuration")
+        self.vm_configuration = config_bytes(vm_configuration, "vm_configuration")
+        self.failure_policy = failure_policy
+        self.allow_on_headers_stop_iteration = allow_on_headers_stop_iteration
+        self.properties = normalize_overrides(properties)
+        self.environment = dict(environment or {})
+        self.deadline_ms = deadline_ms
+        self.memory_limit = memory_limit
+        self.raise_on_trap = raise_on_trap
+        self._next_worker = 0
+        self._retired_logs: list[LogRecord] = []
+        self.workers = [self._start_worker(i) for i in range(workers)]
+
+    # -- VM lifecycle ----------------------------------------------------------
+
+    def _start_worker(self, index: int) -> Worker:
+        vm = Vm(self.module, deadline_ms=self.deadline_ms, memory_limit=self.memory_limit)
+        vm.state = VmState(vm)
+        vm.host = self.host  # type: ignore[attr-defined]
+        vm.plugin = self  # type: ignore[attr-defined]
+        vm_ctx = _VmContext(vm, self, 0)
+        vm.state.contexts[0] = vm_ctx
+        self._run_start_functions(vm, vm_ctx)
+        root = RootContext(vm, self, vm.state.alloc_id())
+        vm.state.contexts[root.id] = root
+        worker = Worker(index, vm, root)
+        self._start_root(worker)
+        return worker
+
+    def _run_start_functions(self, vm: Vm, vm_ctx: Context) -> None:
+        """cpp-host startVm: _initialize then main(0,0) (or __main_void), else
+        _start, with only a few hostcalls allowed. __wasm_call_ctors is never called."""
+        vm.restricted = START_ALLOWED
+        try:
+            if vm.has("_initialize"):
+                self._guarded(vm_ctx, "_initialize")
+                if vm.has("main"):
+                    self._guarded(vm_ctx, "main", 0, 0)
+                elif vm.has("__main_void"):
+                    self._guarded(vm_ctx, "__main_void")
+            elif vm.has("_start"):
+                self._guarded(vm_ctx, "_start")
+        finally:
+            vm.restricted = None
+
+    def _start_root(self, worker: Worker) -> None:
+        root, vm = worker.root, worker.vm
+        if vm.has("proxy_on_context_create"):
+            self._guarded(root, "proxy_on_context_create", root.id, 0)
+        if vm.has("proxy_on_vm_start"):
+            if not self._guarded(root, "proxy_on_vm_start", root.id, len(self.vm_configuration)):
+                raise PluginRejected(f"{self._label()}: proxy_on_vm_start returned false (Failed to start base Wasm)", vm.logs)
+        if vm.has("proxy_on_configure"):
+            root.configuring = True
+            try:
+                ok = self._guarded(root, "proxy_on_configure", root.id, len(self.configuration))
+            finally:
+                root.configuring = False
+            if not ok:
+                raise PluginRejected(
+                    f"{self._label()}: proxy_on_configure returned false (Failed to configure base Wasm plugin)", vm.logs
+                )
+
+    def _guarded(self, ctx: Context, callback: str, *args: int) -> int | None:
+        try:
+            return ctx.invoke(callback, *args)
+        except GuestTrap as trap:
+            raise PluginRejected(f"{self._label()}: {callback} failed: {trap.detail}\n{trap.backtrace}".rstrip(), ctx.vm.logs) from trap
+
+    def _label(self) -> str:
+        return f"plugin {self.name or self.root_id or '(unnamed)'} ({self.module.name})"
+
+    def reload_worker(self, worker: Worker) -> Worker:
+        """FAIL_RELOAD: replace a failed VM with a fresh one on the same worker."""
+        self._retired_logs.extend(worker.vm.logs)
+        fresh = self._start_worker(worker.index)
+        self.workers[worker.index] = fresh
+        return fresh
+
+    # -- test API ----------------------------------------------------------------
+
+    @property
+    def abi(self) -> str:
+        return self.module.abi
+
+    def http_stream(self, worker: int | None = None, properties: Mapping[Any, PropertyValue] | None = None) -> HttpStream:
+        """A new HTTP stream on the given worker (round robin when None)."""
+        if worker is None:
+            worker = self._next_worker
+            self._next_worker = (self._next_worker + 1) % len(self.workers)
+        if not 0 <= worker < len(self.workers):
+            raise ValueError(f"worker {worker} out of range: this plugin has {len(self.workers)} worker(s)")
+        return HttpStream(self, self.workers[worker], properties)
+
+    @property
+    def logs(self) -> list[LogRecord]:
+        out = list(self._retired_logs)
+        for w in self.workers:
+            out.extend(w.vm.logs)
+        return out
+
+    @property
+    def root_contexts(self) -> list[RootContext]:
+        return [w.root for w in self.workers]
+
+    @property
+    def pending_http_calls(self) -> "list[HttpCall]":
+        return [c for c in self.host.pending_http_calls if c.root.plugin is self]
+
+    @property
+    def failed(self) -> bool:
+        return any(w.vm.failed is not None for w in self.workers)

@@ -1,0 +1,288 @@
+"""One instantiated module: store, linked hostcalls, the raw fast call path,
+execution deadline, memory cap, and traps turned into exceptions.
+
+Calls in both directions use wasmtime's *unchecked* C API with preallocated
+raw-value frames: no wasmtime `Val` objects are built per call.
+"""
+from __future__ import annotations
+
+import ctypes
+from ctypes import POINTER, byref
+from typing import TYPE_CHECKING, Any, Callable
+
+import wasmtime
+from wasmtime import _bindings as _b
+from wasmtime import _ffi as ffi
+
+from .errors import DeadlineExceeded, GuestTrap, ModuleLoadError, VmFailed
+from .hostcalls.registry import ALLOC_ALLOWED, WASI_MODULES, Hostcall, lookup
+from .memory import BadPointer, GuestMemory
+from .module import ENGINE, EPOCH_HZ, ProxyWasmModule
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .logs import LogRecord
+
+_call_unchecked = _b._wasmtime_func_call_unchecked
+_set_deadline = _b._wasmtime_context_set_epoch_deadline
+_caller_context = _b._wasmtime_caller_context
+_Raw = ffi.wasmtime_val_raw_t
+_CALLBACK = ffi.wasmtime_func_unchecked_callback_t
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _p: None)
+_M32 = 0xFFFFFFFF
+_INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
+
+DEFAULT_DEADLINE_MS = 1000
+DEFAULT_MEMORY_LIMIT = 1 << 30
+
+
+class HostTrap(Exception):
+    """Raised by a hostcall handler to trap the guest on purpose, as Envoy's V8 does."""
+
+
+_TRAMPOLINE_FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
+
+
+def _trampoline_factory(params: str, results: str) -> Callable[..., Any]:
+    """Generate (once per signature) a factory of raw trampolines that read the
+    arguments straight from the raw-value frame and call the handler."""
+    key = (params, results)
+    fac = _TRAMPOLINE_FACTORIES.get(key)
+    if fac is not None:
+        return fac
+    args = []
+    for i, c in enumerate(params):
+        args.append({"u": f"raw[{i}].i32 & 0xFFFFFFFF", "i": f"raw[{i}].i32", "I": f"raw[{i}].i64"}[c])
+    call = f"handler(vm, {', '.join(args)})" if args else "handler(vm)"
+    store = "raw[0].i32 = r" if results else "pass"
+    src = f"""
+def factory(vm, hc, handler, bad_pointer_result):
+    key = hc.key
+    def trampoline(env, caller, raw, nraw):
+        restricted = vm.restricted
+        if restricted is not None and key not in restricted:
+            return vm.trap_from_host(HostTrap("restricted_callback"), key)
+        prev = vm.caller
+        vm.caller = caller
+        try:
+            r = {call}
+        except BadPointer:
+            r = bad_pointer_result
+        except BaseException as e:
+            return vm.trap_from_host(e, key)
+        finally:
+            vm.caller = prev
+        {store}
+        return 0
+    return trampoline
+"""
+    ns: dict[str, Any] = {"HostTrap": HostTrap, "BadPointer": BadPointer}
+    exec(src, ns)
+    fac = ns["factory"]
+    _TRAMPOLINE_FACTORIES[key] = fac
+    return fac
+
+
+class _Export:
+    __slots__ = ("func", "ref", "frame", "nparams", "nresults")
+
+    def __init__(self, func: Any, nparams: int, nresults: int):
+        self.func = func
+        self.ref = byref(func)
+        self.frame = (_Raw * max(nparams, nresults, 1))()
+        self.nparams = nparams
+        self.nresults = nresults
+
+
+class Vm:
+    """A Proxy-Wasm VM: one wasm instance, as Envoy runs one per worker thread.
+
+    Hostcall handlers receive this object: `vm.memory`, `vm.ctx` (the effective
+    context), `vm.state` (Proxy-Wasm lifecycle state set by the owner).
+    """
+
+    def __init__(
+        self,
+        module: ProxyWasmModule,
+        *,
+        deadline_ms: int = DEFAULT_DEADLINE_MS,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
+    ):
+        self.module = module
+        self.abi = module.abi
+        self.deadline_ms = deadline_ms
+        self.memory_limit = memory_limit
+        self.restricted: frozenset[str] | None = None
+        self.caller: Any = None
+        self.ctx: "Context | None" = None  # effective context of the current call
+        self.state: Any = None
+        self.logs: "list[LogRecord]" = []
+        self.failed: GuestTrap | None = None
+        self.depth = 0
+        self._host_error: BaseException | None = None
+        self._trap = POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = byref(self._trap)
+        ENGINE.ensure_ticker()
+        self.store = wasmtime.Store(ENGINE.engine)
+        self.store.set_limits(memory_size=memory_limit)
+        self._store_ctx = self.store._context()
+        self._callbacks: list[Any] = []
+        linker = wasmtime.Linker(ENGINE.engine)
+        self._link(linker)
+        _set_deadline(self._store_ctx, self._deadline_ticks())
+        try:
+            self.instance = linker.instantiate(self.store, module.compiled)
+        except wasmtime.Trap as e:
+            raise ModuleLoadError(f"{module.name}: instantiation trapped: {e}") from None
+        except wasmtime.WasmtimeError as e:
+            raise ModuleLoadError(f"{module.name}: cannot instantiate: {e}") from None
+        self._exports: dict[str, _Export] = {}
+        memory = None
+        for name, ext in self.instance.exports(self.store).items():
+            if isinstance(ext, wasmtime.Func):
+                ty = ext.type(self.store)
+                self._exports[name] = _Export(ext._func, len(ty.params), len(ty.results))
+            elif isinstance(ext, wasmtime.Memory) and name == "memory":
+                memory = ext
+        if memory is None:
+            raise ModuleLoadError(f"{module.name}: the module exports no memory named 'memory'")
+        mem_struct = memory._memory
+        base = ctypes.cast(ffi.wasmtime_memory_data(self._store_ctx, byref(mem_struct)), ctypes.c_void_p).value or 0
+        self.memory = GuestMemory(
+            self, base, lambda: ffi.wasmtime_memory_data_size(self._store_ctx, byref(mem_struct))
+        )
+        # Envoy (cpp-host) looks up malloc first, then proxy_on_memory_allocate.
+        self._allocator = self._exports.get("malloc") or self._exports.get("proxy_on_memory_allocate")
+        if self._allocator is None:
+            raise ModuleLoadError(f"{module.name}: Wasm module is missing malloc function.")
+
+    # -- linking -------------------------------------------------------------
+
+    def _link(self, linker: wasmtime.Linker) -> None:
+        seen: set[tuple[str, str]] = set()
+        for imp in self.module.imports:
+            if (imp.module, imp.name) in seen:
+                continue  # Go modules import the same function twice
+            seen.add((imp.module, imp.name))
+            hc = lookup(imp.module, imp.name, self.abi)
+            assert hc is not None, "imports are checked when the module is loaded"
+            self._define(linker, imp.module, hc)
+
+    def _define(self, linker: wasmtime.Linker, import_module: str, hc: Hostcall) -> None:
+        from .abi import WASI_EFAULT, WasmResult
+
+        bad = WASI_EFAULT if hc.is_wasi else int(WasmResult.INVALID_MEMORY_ACCESS)
+        fn = _trampoline_factory(hc.params, hc.results)(self, hc, hc.handler, bad)
+        cb = _CALLBACK(fn)
+        self._callbacks.append(cb)
+        conv = {"u": wasmtime.ValType.i32(), "i": wasmtime.ValType.i32(), "I": wasmtime.ValType.i64()}
+        ty = wasmtime.FuncType([conv[c] for c in hc.params], [wasmtime.ValType.i32()] if hc.results else [])
+        mod_b, name_b = import_module.encode(), hc.name.encode()
+        err = ffi.wasmtime_linker_define_func_unchecked(
+            linker.ptr(), mod_b, len(mod_b), name_b, len(name_b), ty.ptr(), cb, None, _NO_FINALIZER
+        )
+        if err:
+            raise wasmtime.WasmtimeError._from_ptr(err)
+
+    # -- calling the guest ---------------------------------------------------
+
+    def has(self, name: str) -> bool:
+        return name in self._exports
+
+    def _deadline_ticks(self) -> int:
+        return max(1, self.deadline_ms * EPOCH_HZ // 1000) + 1
+
+    def call(self, name: str, *args: int) -> int | None:
+        """Call an exported function with i32 arguments; returns its i32 result
+        (unsigned) or None. Traps raise GuestTrap and mark the VM failed."""
+        if self.failed is not None:
+            raise VmFailed(f"{self.module.name}: the VM failed earlier ({self.failed.detail}); {name} not called")
+        ex = self._exports[name]
+        frame = ex.frame
+        for i, a in enumerate(args):
+            frame[i].i32 = a
+        if self.depth == 0:
+            ctx = self._store_ctx
+            _set_deadline(ctx, self._deadline_ticks())
+        else:
+            ctx = _caller_context(self.caller) if self.caller is not None else self._store_ctx
+        self.depth += 1
+        try:
+            err = _call_unchecked(ctx, ex.ref, frame, len(frame), self._trap_ref)
+        finally:
+            self.depth -= 1
+        if err or self._trap:
+            self._raise_trap(name, err)
+        return frame[0].i32 & _M32 if ex.nresults else None
+
+    def allocate(self, size: int) -> int:
+        """Call the guest allocator; during it only a few hostcalls are allowed."""
+        prev = self.restricted
+        self.restricted = ALLOC_ALLOWED
+        try:
+            name = "malloc" if "malloc" in self._exports else "proxy_on_memory_allocate"
+            return self.call(name, size) or 0
+        finally:
+            self.restricted = prev
+
+    def trap_from_host(self, exc: BaseException, key: str) -> int:
+        """Turn an exception raised inside a hostcall into a wasm trap."""
+        if self._host_error is None:
+            self._host_error = exc
+        msg = f"{key}: {exc}" if not isinstance(exc, HostTrap) else str(exc)
+        data = msg.encode()
+        trap = ffi.wasmtime_trap_new(data, len(data))
+        return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+    def _raise_trap(self, name: str, err: Any) -> None:
+        host_error, self._host_error = self._host_error, None
+        if err:
+            message = str(wasmtime.WasmtimeError._from_ptr(err))
+            code = None
+        else:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._trap = POINTER(ffi.wasm_trap_t)()
+            self._trap_ref = byref(self._trap)
+            message = trap.message
+            code = trap.trap_code
+        detail, backtrace = _split_trap_message(message)
+        if host_error is not None and not isinstance(host_error, HostTrap):
+            # A bug in a hostcall handler: surface the Python exception itself.
+            self.failed = GuestTrap(name, f"hostcall raised {host_error!r}", backtrace, self.logs)
+            raise host_error
+        if host_error is not None:
+            detail = str(host_error)
+        if self.depth > 0:
+            # Propagate through the outer guest frame; it reports the trap.
+            raise _NestedTrap(name, detail, backtrace)
+        if code is not None and code.value == _INTERRUPT:
+            exc: GuestTrap = DeadlineExceeded(
+                name, f"exceeded the execution deadline of {self.deadline_ms} ms (wasm trap: interrupt)", backtrace, self.logs
+            )
+        else:
+            if self.memory.size >= self.memory_limit - 65536:
+                detail += f" (linear memory reached the cap of {self.memory_limit} bytes)"
+            exc = GuestTrap(name, detail, backtrace, self.logs)
+        self.failed = exc
+        raise exc
+
+
+class _NestedTrap(HostTrap):
+    """A trap inside a guest call made from a hostcall (the allocator)."""
+
+    def __init__(self, name: str, detail: str, backtrace: str):
+        super().__init__(f"{name}: {detail}")
+
+
+def _split_trap_message(message: str) -> tuple[str, str]:
+    """wasmtime's message is 'error while executing at wasm backtrace: ... Caused by: X'."""
+    lines = [l for l in message.splitlines()]
+    detail = ""
+    if "Caused by:" in message:
+        tail = message.split("Caused by:", 1)[1].strip().splitlines()
+        detail = tail[0].strip() if tail else ""
+    elif lines:
+        detail = lines[-1].strip()
+    bt_lines = [l for l in lines if l.strip()[:1].isdigit() or l.strip().startswith("at ")]
+    backtrace = "wasm backtrace:\n" + "\n".join(bt_lines) if bt_lines else ""
+    return detail or message.strip(), backtrace
