@@ -132,7 +132,7 @@ def module_wat(
     lines = ["(module"]
     for name, sig in imps.items():
         module, _, fname = name.rpartition(".")
-        lines.append(f'  (import "{module or "env"}" "{fname}" (func ${fname} {sig}))')
+        lines.append(f'  (import "{module or "env"}" "{fname}" (func ${name} {sig}))')
     lines.append("  (memory (export \"memory\") 4)")
     lines.append(f"  (global $bump (mut i32) (i32.const {HEAP_BASE}))")
     lines.append(f'  (func (export "proxy_abi_version_{abi}"))')
