@@ -98,7 +98,7 @@ class _Direction:
         args = (len(headers),) if self.stream.abi == ABI_0_1_0 else (len(headers), int(eos))
         raw, lr = self.stream._call(self.on_headers, *args)
         if raw is None:
-            status = NOT_CALLED if lr is None else FilterStatus.STOP_ALL_ITERATION_AND_WATERMARK
+            status = FilterStatus.STOP_ALL_ITERATION_AND_WATERMARK if lr else NOT_CALLED
         else:
             status = _headers_status(raw, lr, self.stream.plugin.allow_on_headers_stop_iteration)
         if self.iteration == "done":
@@ -125,7 +125,7 @@ class _Direction:
         self.body.data = self.buffered  # the guest sees (and edits) the whole buffered body
         raw, lr = self.stream._call(self.on_body, len(self.buffered), int(eos))
         self.body, self.body_eos = None, False
-        status = NOT_CALLED if raw is None and lr is None else _data_status(raw or 0, lr)
+        status = NOT_CALLED if raw is None and not lr else _data_status(raw or 0, lr)
         if self.iteration == "done":
             pass
         elif status in (FilterStatus.CONTINUE, NOT_CALLED):
@@ -149,7 +149,7 @@ class _Direction:
         self.trailers, self.trailers_readable = trailers, True
         raw, lr = self.stream._call(self.on_trailers, len(trailers))
         self.trailers_readable = False
-        status = NOT_CALLED if raw is None and lr is None else _trailers_status(raw or 0, lr)
+        status = NOT_CALLED if raw is None and not lr else _trailers_status(raw or 0, lr)
         if self.iteration == "done":
             pass
         elif status in (FilterStatus.CONTINUE, NOT_CALLED):

@@ -53,7 +53,11 @@ class PublishResult:
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM Envoy if the Python process dies without cleaning up."""
+    """Ask Linux to SIGTERM Envoy if the Python process dies without cleaning up.
+
+    Linux ties this to the *thread* that started Envoy: start the harness from a
+    thread that outlives it (the main thread, or the thread that also stops it).
+    """
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -468,8 +472,12 @@ class EnvoyHarness:
                 return PublishResult(filter_name, state["sha256"], str(dest), state["configuration"],
                                      "", False, 0.0, 0.0, time.monotonic())
             if self.validate_with_envoy:
-                envoy_validate(tc, envoy_bin=self.envoy_bin if not self.use_docker else None,
-                               clusters=list(self.clusters))
+                try:
+                    bin_ = self.envoy_bin or find_envoy()
+                except FileNotFoundError as exc:
+                    raise PublishError(f"{exc}; the validate pre-flight needs a local Envoy binary "
+                                       "(or pass validate_with_envoy=False)") from exc
+                envoy_validate(tc, envoy_bin=bin_, clusters=list(self.clusters))
             validate_s = time.monotonic() - t0
             before = self.ecds_stats(filter_name)
             log_off = self.log_offset()

@@ -1,0 +1,625 @@
+"""jwt_authn filter (filters/jwt_authn) run through the project's host."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from proxywasm_host import PluginRejected
+from conftest import AUD, ISS, T0, jwt_config, mint, provider, request
+
+ALL_ALGS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def load(host, wasm, config: str, **kw):
+    return host.load_plugin(wasm, configuration=config, name="jwt", **kw)
+
+
+def forwarded(stream) -> bool:
+    """The request reached the upstream and no local reply was sent."""
+    return stream.local_reply is None and stream.upstream_request.headers is not None
+
+
+def assert_denied(stream, status: int, reason: str, *, error: bool = True, realm: str = "example.com"):
+    lr = stream.local_reply
+    assert lr is not None, "expected a local reply"
+    assert lr.status_code == status, lr
+    assert lr.body.decode() == reason
+    client = stream.downstream_response.headers  # what the client receives
+    assert client.get(":status") == str(status)
+    challenge = client.get("www-authenticate")
+    want = f'Bearer realm="{realm}"' + (', error="invalid_token"' if error else "")
+    assert challenge == want
+
+
+@pytest.fixture
+def plugin(host, jwt_wasm, keys):
+    return load(host, jwt_wasm, jwt_config(provider(keys, forward_payload_header="x-jwt-payload",
+                                                    claim_to_headers=[{"claim_name": "sub", "header_name": "x-sub"}])))
+
+
+# ---------------------------------------------------------------- algorithms
+
+
+@pytest.mark.parametrize("alg", ALL_ALGS)
+def test_every_algorithm_verifies_and_forwards(plugin, keys, alg):
+    token = mint(keys, alg)
+    s = plugin.http_stream()
+    r = request(s, token)
+    assert r.status == "Continue"
+    assert forwarded(s)
+    up = s.upstream_request.headers
+    assert "authorization" not in up  # forward: false strips the token (Envoy default)
+    assert up.get("x-jwt-payload") == token.split(".")[1]
+    assert up.get("x-sub") == "alice"
+
+
+@pytest.mark.parametrize("alg", ALL_ALGS)
+def test_without_kid_keys_of_the_matching_type_are_tried(host, jwt_wasm, keys, alg):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks=keys.jwks(with_kid=False))))
+    s = p.http_stream()
+    request(s, mint(keys, alg, kid=False))
+    assert forwarded(s)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS512"])
+def test_rsa_3072_key(host, jwt_wasm, keys, alg):
+    from jwt.algorithms import RSAAlgorithm
+    jwk = RSAAlgorithm.to_jwk(keys.rsa3072.public_key(), as_dict=True) | {"kid": "big"}
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [jwk]})))
+    s = p.http_stream()
+    request(s, mint(keys, alg, kid="big", key=keys.rsa3072))
+    assert forwarded(s)
+
+
+@pytest.mark.parametrize("alg", ALL_ALGS)
+def test_signature_from_another_key_fails(host, jwt_wasm, keys, alg):
+    other = {"HS": b"another-secret" * 5, "RS": keys.rsa_other, "PS": keys.rsa_other}
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    other["ES256"] = ec.generate_private_key(ec.SECP256R1())
+    other["ES384"] = ec.generate_private_key(ec.SECP384R1())
+    other["EdDSA"] = ed25519.Ed25519PrivateKey.generate()
+    key = other.get(alg) or other[alg[:2]]
+    p = load(host, jwt_wasm, jwt_config(provider(keys)))
+    s = p.http_stream()
+    request(s, mint(keys, alg, key=key))
+    assert_denied(s, 401, "Jwt verification fails")
+
+
+# ---------------------------------------------------------------- attacks
+
+
+def forge(header: dict, payload: dict, sig: bytes = b"") -> str:
+    return f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}.{b64(sig)}"
+
+
+def test_alg_none_is_rejected(plugin, keys):
+    payload = {"iss": ISS, "aud": AUD, "sub": "mallory", "exp": T0 + 3600}
+    for token in (forge({"alg": "none"}, payload) + "", forge({"alg": "none"}, payload, b"x"),
+                  forge({"alg": "None", "kid": "rsa"}, payload, b"x")):
+        s = plugin.http_stream()
+        request(s, token)
+        assert s.local_reply is not None and s.local_reply.status_code == 401
+        assert s.upstream_request.headers is None
+
+
+def test_alg_none_with_empty_signature_is_bad_format(plugin):
+    s = plugin.http_stream()
+    request(s, forge({"alg": "none"}, {"iss": ISS}))  # "xxx.yyy." has an empty signature
+    assert_denied(s, 401, "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
+
+
+@pytest.mark.parametrize("with_kid", [True, False])
+def test_hs256_signed_with_the_rsa_public_key_is_rejected(plugin, keys, with_kid):
+    """Classic key-confusion attack: HMAC keyed with the RSA public key."""
+    pem = keys.rsa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = {"alg": "HS256", "typ": "JWT"} | ({"kid": "rsa"} if with_kid else {})
+    payload = {"iss": ISS, "aud": AUD, "sub": "mallory", "exp": T0 + 3600}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    for secret in (pem, keys.rsa.public_key().public_numbers().n.to_bytes(256, "big")):
+        sig = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+        s = plugin.http_stream()
+        request(s, f"{signing_input}.{b64(sig)}")
+        expected = "Jwks doesn't have key to match kid or alg from Jwt" if with_kid else "Jwt verification fails"
+        assert_denied(s, 401, expected)
+
+
+def test_rs256_token_against_a_jwk_declared_for_another_alg(host, jwt_wasm, keys):
+    from jwt.algorithms import RSAAlgorithm
+    jwk = RSAAlgorithm.to_jwk(keys.rsa.public_key(), as_dict=True) | {"kid": "rsa", "alg": "PS256"}
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [jwk]})))
+    s = p.http_stream()
+    request(s, mint(keys, "RS256"))
+    assert_denied(s, 401, "Jwks doesn't have key to match kid or alg from Jwt")
+    s = p.http_stream()
+    request(s, mint(keys, "PS256"))
+    assert forwarded(s)
+
+
+def _swap(token: str, part: int, new: str) -> str:
+    parts = token.split(".")
+    parts[part] = new
+    return ".".join(parts)
+
+
+def test_tampered_payload_header_and_signature(plugin, keys):
+    token = mint(keys, "RS256")
+    h, p, sig = token.split(".")
+    payload = json.loads(unb64(p))
+    payload["sub"] = "admin"
+    header = json.loads(unb64(h))
+    header["typ"] = "JOSE"
+    raw_sig = bytearray(unb64(sig))
+    raw_sig[len(raw_sig) // 2] ^= 0x01
+    for bad in (_swap(token, 1, b64(json.dumps(payload).encode())),
+                _swap(token, 0, b64(json.dumps(header).encode())),
+                _swap(token, 2, b64(bytes(raw_sig)))):
+        s = plugin.http_stream()
+        request(s, bad)
+        assert_denied(s, 401, "Jwt verification fails")
+    s = plugin.http_stream()
+    request(s, token)
+    assert forwarded(s)
+
+
+def test_alg_switched_in_header_fails(plugin, keys):
+    token = mint(keys, "RS256")
+    header = json.loads(unb64(token.split(".")[0]))
+    header["alg"] = "RS512"
+    s = plugin.http_stream()
+    request(s, _swap(token, 0, b64(json.dumps(header).encode())))
+    assert_denied(s, 401, "Jwt verification fails")
+
+
+RS = b'{"alg":"RS256"}'
+BAD_FORMAT = "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+
+
+@pytest.mark.parametrize("token,reason", [
+    ("a.b", BAD_FORMAT),
+    ("a.b.c.d", BAD_FORMAT),
+    ("..", BAD_FORMAT),
+    ("e*J.eyJ.c2ln", "Jwt header is an invalid Base64url encoded"),
+    ("eyJhbGciOiJSUzI1NiJ9=.eyJ9.c2ln", "Jwt header is an invalid Base64url encoded"),
+    (b64(b"{not json") + "." + b64(b"{}") + ".c2ln", "Jwt header is an invalid JSON"),
+    (b64(b"[1,2]") + "." + b64(b"{}") + ".c2ln", "Jwt header is an invalid JSON"),
+    (b64(b"{}") + "." + b64(b"{}") + ".c2ln", "Jwt header [alg] is not supported"),
+    (b64(b'{"alg":"HS1"}') + "." + b64(b"{}") + ".c2ln", "Jwt header [alg] is not supported"),
+    (b64(b'{"alg":"RS256","crit":["x"]}') + "." + b64(b"{}") + ".c2ln", "Jwt header [crit] is not supported"),
+    (b64(RS) + ".e$$.c2ln", "Jwt payload is an invalid Base64url encoded"),
+    (b64(RS) + "." + b64(b"nope") + ".c2ln", "Jwt payload is an invalid JSON"),
+    (b64(RS) + "." + b64(b'{"a":1,"a":2}') + ".c2ln", "Jwt payload is an invalid JSON"),
+    (b64(RS) + "." + b64(b"{}") + ".c2l!", "Jwt signature is an invalid Base64url encoded"),
+])
+def test_malformed_tokens(plugin, token, reason):
+    s = plugin.http_stream()
+    request(s, token)
+    assert_denied(s, 401, reason)
+
+
+def test_oversized_token(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys), max_token_bytes=1024))
+    small = mint(keys, "ES256")
+    big = mint(keys, "ES256", {"pad": "x" * 2000})
+    s = p.http_stream()
+    request(s, big)
+    assert_denied(s, 401, "Jwt is too large")
+    s = p.http_stream()
+    request(s, small)
+    assert forwarded(s)
+
+
+def test_unknown_kid(plugin, keys):
+    s = plugin.http_stream()
+    request(s, mint(keys, "RS256", kid="rotated-away"))
+    assert_denied(s, 401, "Jwks doesn't have key to match kid or alg from Jwt")
+
+
+# ---------------------------------------------------------------- claims and clock
+
+
+@pytest.mark.parametrize("claims,ok,reason", [
+    ({"exp": T0 - 60}, False, "Jwt is expired"),          # now == exp + skew: rejected (RFC: must be before)
+    ({"exp": T0 - 59}, True, None),
+    ({"nbf": T0 + 60}, True, None),                        # now == nbf - skew: accepted
+    ({"nbf": T0 + 61}, False, "Jwt not yet valid"),
+    ({"exp": T0 - 59.5}, True, None),                      # fractional NumericDate
+    ({"exp": T0 - 60.5}, False, "Jwt is expired"),
+    ({"exp": None}, True, None),                           # no exp: accepted unless require_expiration
+    ({"exp": "tomorrow"}, False, "Jwt payload has a claim of the wrong type (exp, nbf, iss or aud)"),
+])
+def test_exp_nbf_with_default_skew(plugin, keys, claims, ok, reason):
+    s = plugin.http_stream()
+    request(s, mint(keys, "ES256", claims))
+    if ok:
+        assert forwarded(s)
+    else:
+        assert_denied(s, 401, reason)
+
+
+def test_expiry_follows_the_virtual_clock(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, clock_skew_seconds=0)))
+    token = mint(keys, "HS256", {"exp": T0 + 10, "nbf": T0 + 5})
+    s = p.http_stream()
+    request(s, token)
+    assert_denied(s, 401, "Jwt not yet valid")
+    host.clock.advance(seconds=5)
+    s = p.http_stream()
+    request(s, token)
+    assert forwarded(s)
+    host.clock.advance(seconds=4.999)
+    s = p.http_stream()
+    request(s, token)
+    assert forwarded(s)
+    host.clock.advance(seconds=0.001)
+    s = p.http_stream()
+    request(s, token)
+    assert_denied(s, 401, "Jwt is expired")
+
+
+def test_require_expiration(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, require_expiration=True)))
+    s = p.http_stream()
+    request(s, mint(keys, "RS256", {"exp": None}))
+    assert_denied(s, 401, "Jwt has no expiration")
+
+
+@pytest.mark.parametrize("claims,status,reason", [
+    ({"iss": "https://evil.example"}, 401, "Jwt issuer is not configured"),
+    ({"iss": None}, 401, "Jwt issuer is not configured"),
+    ({"aud": "other"}, 403, "Audiences in Jwt are not allowed"),
+    ({"aud": ["x", "y"]}, 403, "Audiences in Jwt are not allowed"),
+    ({"aud": None}, 403, "Audiences in Jwt are not allowed"),
+    ({"aud": ["x", AUD]}, 200, None),
+    ({"aud": AUD}, 200, None),
+])
+def test_issuer_and_audience(plugin, keys, claims, status, reason):
+    s = plugin.http_stream()
+    request(s, mint(keys, "RS256", claims))
+    if status == 200:
+        assert forwarded(s)
+    else:
+        assert_denied(s, status, reason)
+
+
+def test_missing_token_challenge_has_no_error_code(plugin):
+    s = plugin.http_stream()
+    request(s, None)
+    assert_denied(s, 401, "Jwt is missing", error=False)
+    s = plugin.http_stream()
+    request(s, None, extra={"authorization": "Basic dXNlcjpwYXNz"})
+    assert_denied(s, 401, "Jwt is missing", error=False)
+
+
+def test_configured_realm(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys), realm="api.example.org"))
+    s = p.http_stream()
+    request(s, "eA.eQ.eg")  # "x"."y"."z"
+    assert_denied(s, 401, "Jwt header is an invalid JSON", realm="api.example.org")
+
+
+# ---------------------------------------------------------------- token locations and forwarding
+
+
+def test_custom_header_and_query_parameter(host, jwt_wasm, keys):
+    cfg = jwt_config(provider(keys, from_headers=[{"name": "X-Api-Token", "value_prefix": "Token "}],
+                              from_params=["access_token"]))
+    p = load(host, jwt_wasm, cfg)
+    token = mint(keys, "ES384")
+    s = p.http_stream()
+    request(s, None, extra={"x-api-token": f"Token {token}"})
+    assert forwarded(s)
+    assert "x-api-token" not in s.upstream_request.headers
+
+    s = p.http_stream()
+    request(s, None, path=f"/api/items?a=1&access_token={token}&b=2")
+    assert forwarded(s)
+    assert s.upstream_request.headers.get(":path") == "/api/items?a=1&b=2"
+
+    s = p.http_stream()  # the default Authorization location is replaced by the configured ones
+    request(s, token)
+    assert_denied(s, 401, "Jwt is missing", error=False)
+
+
+def test_forward_true_keeps_the_token(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, forward=True)))
+    token = mint(keys, "RS256")
+    s = p.http_stream()
+    request(s, token)
+    assert s.upstream_request.headers.get("authorization") == f"Bearer {token}"
+
+
+def test_claims_to_headers_and_anti_spoofing(host, jwt_wasm, keys):
+    cfg = jwt_config(provider(keys, claim_to_headers=[
+        {"claim_name": "sub", "header_name": "x-sub"},
+        {"claim_name": "org.id", "header_name": "x-org"},
+        {"claim_name": "roles", "header_name": "x-roles"},
+        {"claim_name": "admin", "header_name": "x-admin"},
+        {"claim_name": "absent", "header_name": "x-absent"},
+    ]))
+    p = load(host, jwt_wasm, cfg)
+    token = mint(keys, "EdDSA", {"org": {"id": 42}, "roles": ["a", "b"], "admin": False})
+    s = p.http_stream()
+    request(s, token, extra={"x-absent": "spoofed", "x-sub": "spoofed"})
+    up = s.upstream_request.headers
+    assert up.get("x-sub") == "alice"
+    assert up.get_all("x-sub") == ["alice"]
+    assert up.get("x-org") == "42"
+    assert up.get("x-roles") == "a,b"
+    assert up.get("x-admin") == "false"
+    assert "x-absent" not in up
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_rules(host, jwt_wasm, keys):
+    other_iss = "https://other.example"
+    cfg = jwt_config(
+        provider(keys),
+        provider(keys, name="other", issuer=other_iss, audiences=None),
+        rules=[
+            {"prefix": "/public"},
+            {"path": "/login", "requires": "main", "allow_missing": True},
+            {"prefix": "/any", "requires": ["main", "other"]},
+            {"prefix": "/api", "requires": "main"},
+        ])
+    p = load(host, jwt_wasm, cfg)
+    good = mint(keys, "RS256")
+    other = mint(keys, "RS256", {"iss": other_iss, "aud": None})
+
+    def run(path, token):
+        s = p.http_stream()
+        request(s, token, path=path)
+        return s
+
+    assert forwarded(run("/public/x", None))
+    assert forwarded(run("/public/x", "garbage"))           # bypass: token not even looked at
+    assert forwarded(run("/login", None))                   # allow_missing
+    assert run("/login", "a.b.c").local_reply.status_code == 401  # present but invalid still fails
+    assert forwarded(run("/login?next=/", good))
+    assert forwarded(run("/any/1", good))
+    assert forwarded(run("/any/1", other))                  # requires_any: second provider
+    assert run("/api/1", other).local_reply.body == b"Jwt issuer is not configured"
+    assert run("/api/1", None).local_reply.body == b"Jwt is missing"
+    assert forwarded(run("/unmatched", None))               # no rule: no requirement (as Envoy)
+    assert forwarded(run("/login/extra", None))             # exact path does not match as a prefix
+    assert host.metrics["jwt_authn.denied"] == 3
+
+
+def test_default_rule_requires_a_token_everywhere(plugin):
+    s = plugin.http_stream()
+    request(s, None, path="/anything")
+    assert s.local_reply.status_code == 401
+
+
+# ---------------------------------------------------------------- token cache
+
+
+def test_cache_skips_verification_until_expiry(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, clock_skew_seconds=0), token_cache_size=2))
+    token = mint(keys, "RS256", {"exp": T0 + 30})
+    for _ in range(3):
+        s = p.http_stream()
+        request(s, token)
+        assert forwarded(s)
+    assert host.metrics["jwt_authn.cache_hit"] == 2
+    assert host.metrics["jwt_authn.allowed"] == 3
+    host.clock.advance(seconds=30)
+    s = p.http_stream()
+    request(s, token)
+    assert_denied(s, 401, "Jwt is expired")       # a cached token still expires
+    assert host.metrics["jwt_authn.cache_hit"] == 2
+
+
+def test_cache_is_bounded_and_can_be_disabled(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys), token_cache_size=2))
+    tokens = [mint(keys, "HS256", {"n": i}) for i in range(3)]
+    for t in tokens + tokens[:1]:        # the 3rd insert evicts the 1st (FIFO)
+        request(p.http_stream(), t)
+    assert host.metrics["jwt_authn.cache_hit"] == 0
+    request(p.http_stream(), tokens[2])
+    assert host.metrics["jwt_authn.cache_hit"] == 1
+
+    host2 = type(host)(start_time=T0)
+    p2 = load(host2, jwt_wasm, jwt_config(provider(keys), token_cache_size=0))
+    for _ in range(2):
+        request(p2.http_stream(), tokens[0])
+    assert host2.metrics["jwt_authn.cache_hit"] == 0
+    assert host2.metrics["jwt_authn.allowed"] == 2
+
+
+def test_tampered_copy_of_a_cached_token_is_not_a_hit(plugin, keys, host):
+    token = mint(keys, "ES256")
+    request(plugin.http_stream(), token)
+    h, p, s = token.split(".")
+    payload = json.loads(unb64(p)) | {"sub": "admin"}
+    st = plugin.http_stream()
+    request(st, f"{h}.{b64(json.dumps(payload).encode())}.{s}")
+    assert_denied(st, 401, "Jwt verification fails")
+
+
+# ---------------------------------------------------------------- remote JWKS
+
+
+def remote_provider(keys, **over):
+    rj = {"cluster": "jwks_cluster", "path": "/.well-known/jwks.json", "authority": "issuer.example",
+          "cache_duration_s": 600, "refresh_interval_s": 300}
+    rj.update(over)
+    return provider(keys, local_jwks=None, remote_jwks=rj)
+
+
+def test_remote_jwks_pauses_then_resumes(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys)))
+    token = mint(keys, "RS256")
+    s1, s2 = p.http_stream(), p.http_stream()
+    r1 = request(s1, token)
+    r2 = request(s2, token)
+    assert r1.status != "Continue" and r2.status != "Continue"
+    assert s1.local_reply is None and s1.upstream_request.headers is None
+    calls = p.pending_http_calls
+    assert len(calls) == 1, "one fetch serves every waiting request"
+    call = calls[0]
+    assert call.cluster == "jwks_cluster"
+    assert call.headers.get(":method") == "GET"
+    assert call.headers.get(":path") == "/.well-known/jwks.json"
+    assert call.headers.get(":authority") == "issuer.example"
+    call.respond(status=200, headers={"content-type": "application/json"}, body=json.dumps(keys.jwks()).encode())
+    assert forwarded(s1) and forwarded(s2)
+    assert "authorization" not in s1.upstream_request.headers
+    s3 = p.http_stream()
+    assert request(s3, token).status == "Continue"
+    assert not p.pending_http_calls
+    assert host.metrics["jwt_authn.jwks_fetch_success"] == 1
+
+
+def test_remote_jwks_resumed_request_can_still_fail(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys)))
+    s = p.http_stream()
+    request(s, mint(keys, "RS256", kid="unknown"))
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(keys.jwks()).encode())
+    assert_denied(s, 401, "Jwks doesn't have key to match kid or alg from Jwt")
+
+
+@pytest.mark.parametrize("how", ["fail", "503", "garbage", "nokeys"])
+def test_remote_jwks_fetch_failure(host, jwt_wasm, keys, how):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys)))
+    s = p.http_stream()
+    request(s, mint(keys, "ES256"))
+    call = p.pending_http_calls[0]
+    if how == "fail":
+        call.fail()
+    elif how == "503":
+        call.respond(status=503, body=b"no healthy upstream")
+    elif how == "garbage":
+        call.respond(status=200, body=b"<html>")
+    else:
+        call.respond(status=200, body=b'{"keys": []}')
+    assert_denied(s, 401, "Jwks remote fetch is failed")
+    assert host.metrics["jwt_authn.jwks_fetch_failed"] == 1
+    # The next request tries again.
+    s2 = p.http_stream()
+    request(s2, mint(keys, "ES256"))
+    assert len(p.pending_http_calls) == 1
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(keys.jwks()).encode())
+    assert forwarded(s2)
+
+
+def test_remote_jwks_unknown_cluster_fails_fast(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys, cluster="nowhere")))
+    s = p.http_stream()
+    request(s, mint(keys, "RS256"))
+    assert_denied(s, 401, "Jwks remote fetch is failed")
+
+
+def test_refresh_on_tick_keeps_cache_on_failure_and_rotates_keys(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys, cache_duration_s=600, refresh_interval_s=300)))
+    host.clock.advance(seconds=300)          # first tick fetches before any request
+    assert len(p.pending_http_calls) == 1
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(keys.jwks()).encode())
+    token = mint(keys, "RS256", {"exp": T0 + 100000})
+    s = p.http_stream()
+    assert request(s, token).status == "Continue"
+
+    host.clock.advance(seconds=300)          # refresh due; it fails; cached keys still valid
+    assert len(p.pending_http_calls) == 1
+    p.pending_http_calls[0].fail()
+    assert any("keeping the cached key set" in rec.message for rec in p.logs)
+    s = p.http_stream()
+    assert request(s, token).status == "Continue"
+
+    host.clock.advance(seconds=300)          # cache (fetched at +300 s) now expired; refresh rotates keys
+    assert len(p.pending_http_calls) == 1
+    from jwt.algorithms import RSAAlgorithm
+    new = {"keys": [RSAAlgorithm.to_jwk(keys.rsa_other.public_key(), as_dict=True) | {"kid": "rsa2"}]}
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(new).encode())
+    s = p.http_stream()
+    request(s, token)
+    assert_denied(s, 401, "Jwks doesn't have key to match kid or alg from Jwt")
+    s = p.http_stream()
+    request(s, mint(keys, "RS256", {"exp": T0 + 100000}, kid="rsa2", key=keys.rsa_other))
+    assert forwarded(s)
+
+
+def test_expired_cache_pauses_requests_again(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys, cache_duration_s=60, refresh_interval_s=60)))
+    token = mint(keys, "EdDSA", {"exp": T0 + 100000})
+    s = p.http_stream()
+    request(s, token)
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(keys.jwks()).encode())
+    assert forwarded(s)
+    host.clock.advance(seconds=60)           # tick refresh fails; cache expires at the same moment
+    p.pending_http_calls[0].fail()
+    s = p.http_stream()
+    assert request(s, token).status != "Continue"
+    assert s.local_reply is None and len(p.pending_http_calls) == 1
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(keys.jwks()).encode())
+    assert forwarded(s)
+
+
+def test_stream_completed_while_waiting(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys)))
+    s1, s2 = p.http_stream(), p.http_stream()
+    request(s1, mint(keys, "RS256"))
+    request(s2, mint(keys, "RS256"))
+    s1.complete()                            # client went away
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(keys.jwks()).encode())
+    assert forwarded(s2)
+
+
+# ---------------------------------------------------------------- configuration errors
+
+
+@pytest.mark.parametrize("config,message", [
+    ('{"providers": [{"name": "a", "issuer": 5, "local_jwks": {"keys": []}}]}', "jwt_authn: providers[0].issuer: expected string"),
+    ("{}", "jwt_authn: providers: required field is missing"),
+    ("not json", "jwt_authn: invalid JSON"),
+    ('{"providers": []}', "jwt_authn: providers: at least one provider is required"),
+    ('{"providers": [{"name": "a"}]}', "jwt_authn: providers[0]: exactly one of local_jwks or remote_jwks is required"),
+    ('{"providers": [{"name": "a", "isuser": "x", "local_jwks": {"keys": []}}]}', "jwt_authn: providers[0].isuser: unknown field"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": []}}]}', "jwt_authn: providers[0].local_jwks.keys: no usable key"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}}]}',
+     "jwt_authn: providers[0].local_jwks.keys[0].n: unsupported RSA modulus size"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "***"}]}}]}',
+     "jwt_authn: providers[0].local_jwks.keys[0].k: invalid base64url"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]}}]}',
+     "jwt_authn: providers[0].local_jwks.keys[0].x: wrong coordinate length for the curve"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0", "alg": "none"}]}}]}',
+     "jwt_authn: providers[0].local_jwks.keys[0].alg: unsupported algorithm"),
+    ('{"providers": [{"name": "a", "remote_jwks": {"path": "/j", "authority": "h"}}]}',
+     "jwt_authn: providers[0].remote_jwks.cluster: required field is missing"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}], "rules": [{"prefix": "/", "requires": "b"}]}',
+     'jwt_authn: rules[0].requires: unknown provider "b"'),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}], "rules": [{"requires": "a"}]}',
+     'jwt_authn: rules[0]: exactly one of "prefix" or "path" is required'),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "clock_skew_seconds": -1}]}',
+     "jwt_authn: providers[0].clock_skew_seconds: must be between 0 and 86400"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}},'
+     ' {"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}]}',
+     'jwt_authn: providers[1].name: duplicate provider name "a"'),
+])
+def test_bad_configuration_names_the_field(host, jwt_wasm, config, message):
+    with pytest.raises(PluginRejected) as exc:
+        load(host, jwt_wasm, config)
+    messages = [rec.message for rec in exc.value.logs]
+    assert any(m.startswith(message) for m in messages), messages
+
+
+def test_local_jwks_as_a_json_string(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks=json.dumps(keys.jwks()))))
+    s = p.http_stream()
+    request(s, mint(keys, "PS384"))
+    assert forwarded(s)

@@ -1,0 +1,124 @@
+"""Header maps: mutation, Envoy's status codes, availability windows (abi.md §0.9–0.14, §2.2, §2.4)."""
+from proxywasm_host import Host
+from watgen import build, out_bytes, records
+
+REQ = {":method": "GET", ":path": "/p?q=1", ":authority": "example.com", "X-Dup": "one"}
+GET = "(call $rec (call $proxy_get_header_map_value (i32.const {map}) {key} (i32.const 0x100) (i32.const 0x104)))"
+
+
+def _stream(callbacks, strings=None, **kw):
+    host = Host(connection_manager_defaults=False)
+    plugin = host.load_plugin(build(callbacks, strings, **kw))
+    return plugin.http_stream()
+
+
+def test_mutations_reach_upstream_lowercased():
+    s = _stream(
+        {
+            "proxy_on_request_headers": "(drop (call $proxy_add_header_map_value (i32.const 0) {k1} {v1}))"
+            " (drop (call $proxy_add_header_map_value (i32.const 0) {k2} {v2}))"
+            " (drop (call $proxy_replace_header_map_value (i32.const 0) {dup} {v1}))"
+            " (drop (call $proxy_remove_header_map_value (i32.const 0) {k2}))"
+            " (i32.const 0)"
+        },
+        {"k1": "X-New", "v1": "a", "k2": "x-gone", "v2": "b", "dup": "x-dup"},
+    )
+    r = s.send_request_headers({**REQ, "x-dup": "two"}, end_of_stream=True)
+    assert r.status == "Continue" and not r.stopped
+    # replace removes every value then appends; keys lower-cased
+    assert s.upstream_request.headers.items() == [
+        (":method", "GET"), (":path", "/p?q=1"), (":authority", "example.com"), ("x-new", "a"), ("x-dup", "a")
+    ]
+    assert s.upstream_request.complete
+
+
+def test_get_value_first_of_repeated_and_missing_key_statuses():
+    cb = GET.replace("{map}", "0").replace("{key}", "{dup}") + GET.replace("{map}", "0").replace("{key}", "{nope}")
+    s = _stream({"proxy_on_request_headers": cb + " (i32.const 0)"}, {"dup": "X-DUP", "nope": "nope"})
+    s.send_request_headers([*REQ.items(), ("x-dup", "two")])
+    assert records(s.vm) == [0, 1]  # Ok (first value), NotFound in ABI 0.2
+    legacy = _stream({"proxy_on_request_headers": GET.replace("{map}", "0").replace("{key}", "{nope}") + " (i32.const 0)"}, {"nope": "nope"}, abi="0_1_0")
+    legacy.send_request_headers(REQ)
+    assert records(legacy.vm) == [0]  # ABI 0.1.0: Ok with an empty value
+    assert legacy.vm.memory.read_u32(0x104) == 0
+
+
+def test_pairs_size_and_set_pairs():
+    pairs_blob = b"\x01\0\0\0\x03\0\0\0\x01\0\0\0Foo\0z\0"
+    s = _stream(
+        {
+            "proxy_on_request_headers": "(call $rec (call $proxy_get_header_map_size (i32.const 0) (i32.const 0x108))) (call $rec (i32.load (i32.const 0x108)))"
+            " (call $rec (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104)))"
+            " (drop (call $proxy_set_header_map_pairs (i32.const 2) {pairs}))"
+            " (call $rec (call $proxy_set_header_map_pairs (i32.const 0) {pairs})) (i32.const 0)"
+        },
+        {"pairs": pairs_blob},
+    )
+    hdrs = {":path": "/", "ab": "cde"}
+    s.send_request_headers(hdrs, end_of_stream=True)
+    size = sum(len(k) + len(v) for k, v in hdrs.items())
+    assert records(s.vm) == [0, size, 0, 0]  # byteSize, not the serialized size
+    serialized = out_bytes(s.vm)
+    assert serialized[:4] == b"\x02\0\0\0" and serialized.endswith(b":path\0/\0ab\0cde\0")
+    assert s.upstream_request.headers.items() == [("foo", "z")]
+
+
+def test_request_headers_unavailable_after_continue():
+    body_cb = GET.replace("{map}", "0").replace("{key}", "{path}") + (
+        " (call $rec (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104)))"
+        " (call $rec (i32.load (i32.const 0x104)))"
+        " (call $rec (call $proxy_add_header_map_value (i32.const 0) {path} {path})) (i32.const 0)"
+    )
+    s = _stream({"proxy_on_request_body": body_cb, "proxy_on_response_headers": body_cb}, {"path": ":path"})
+    s.send_request_headers(REQ)
+    s.send_request_body(b"x", end_of_stream=True)
+    # value: BadArgument; pairs: Ok and empty; add: BadArgument (Envoy nulls the map after Continue)
+    assert records(s.vm) == [2, 0, 0, 2]
+    s.send_response_headers({":status": "200"})
+    assert records(s.vm)[4:] == [2, 0, 0, 2]
+
+
+def test_on_log_reads_maps_read_only():
+    cb = (
+        GET.replace("{map}", "0").replace("{key}", "{path}")
+        + GET.replace("{map}", "1").replace("{key}", "{path}")
+        + " (call $rec (call $proxy_add_header_map_value (i32.const 2) {path} {path}))"
+    )
+    s = _stream({"proxy_on_log": cb}, {"path": ":path"})
+    s.send_request_headers(REQ, end_of_stream=True)
+    s.send_response_headers({":status": "200"}, end_of_stream=True)
+    s.complete()
+    # request headers readable; absent request trailers read as NotFound; writes refused
+    assert records(s.vm) == [0, 1, 2]
+
+
+def test_stop_iteration_on_headers_becomes_stop_all():
+    s = _stream({"proxy_on_request_headers": "(i32.const 1)"})
+    r = s.send_request_headers(REQ)
+    assert r.action == 1 and r.status == "StopAllIterationAndWatermark"
+    assert s.upstream_request.headers is None
+    host = Host()
+    p = host.load_plugin(build({"proxy_on_request_headers": "(i32.const 1)"}), allow_on_headers_stop_iteration=True)
+    assert p.http_stream().send_request_headers(REQ).status == "StopIteration"
+
+
+def test_trailers_added_from_last_body_chunk():
+    s = _stream(
+        {"proxy_on_request_body": "(call $rec (call $proxy_add_header_map_value (i32.const 1) {k} {v})) (i32.const 0)"},
+        {"k": "x-trailer", "v": "t"},
+    )
+    s.send_request_headers(REQ)
+    s.send_request_body(b"abc", end_of_stream=False)
+    s.send_request_body(b"def", end_of_stream=True)
+    assert records(s.vm) == [2, 0]  # refused before end of stream, allowed with it
+    assert s.upstream_request.trailers.items() == [("x-trailer", "t")]
+    assert s.upstream_request.body == b"abcdef"
+
+
+def test_connection_manager_adds_forwarded_proto_and_request_id():
+    host = Host(seed=7)
+    s = host.load_plugin(build({})).http_stream()
+    s.send_request_headers(REQ)
+    h = s.upstream_request.headers
+    assert h["x-forwarded-proto"] == "http"
+    assert len(h["x-request-id"]) == 36
