@@ -154,7 +154,7 @@ class Host:
         self.foreign_functions: dict[str, Callable[[bytes], bytes]] = {}
         self.plugins: list[Plugin] = []
         self.node = {"id": node_id, "cluster": cluster_name}
-        self.xds: dict[str, Any] = {"route_name": "local_route", "cluster_name": "upstream", "listener_direction": 0}
+        self.xds: dict[str, Any] = {"route_name": "", "cluster_name": "upstream", "listener_direction": 0}
         self.connection = {"source_ip": "127.0.0.1", "source_port": 54321, "destination_ip": "127.0.0.1", "destination_port": 10000}
         self.connection_manager_defaults = connection_manager_defaults
         self._connection_ids = 0

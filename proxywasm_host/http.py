@@ -251,8 +251,12 @@ class HttpStream(Context):
     def send_request_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
         hm = HeaderMap.from_input(headers)
         self.plugin.host.apply_connection_manager_defaults(hm)
-        if not self._begin():
+        mode = self._begin()
+        if mode == "skip":
             return self._skipped("proxy_on_request_headers", hm, end_of_stream)
+        if mode == "failed":
+            self.request.headers = hm
+            return PhaseResult("proxy_on_request_headers", None, FilterStatus.STOP_ALL_ITERATION_AND_WATERMARK)
         return self.request.send_headers(hm, end_of_stream)
 
     def send_request_body(self, body: bytes | str, end_of_stream: bool = True) -> PhaseResult:
@@ -299,8 +303,9 @@ class HttpStream(Context):
 
     # -- driving the guest ---------------------------------------------------
 
-    def _begin(self) -> bool:
-        """Apply the failure policy of a VM that failed earlier; False if the filter is skipped."""
+    def _begin(self) -> str:
+        """Apply the failure policy of a VM that failed earlier: "run" the filter,
+        "skip" it (fail open) or answer "failed" (fail closed, 503)."""
         vm_failed = self.worker.vm.failed
         if vm_failed is not None:
             policy = self.plugin.failure_policy
@@ -308,12 +313,12 @@ class HttpStream(Context):
                 self.worker = self.plugin.reload_worker(self.worker)
                 self.vm, self.state, self.root_ctx = self.worker.vm, self.worker.vm.state, self.worker.root
             elif policy == "fail_open":
-                return False
+                return "skip"
             else:
                 self._fail_closed()
-                return True
+                return "failed"
         self._ensure_created()
-        return True
+        return "run"
 
     def _skipped(self, callback: str, hm: HeaderMap, eos: bool) -> PhaseResult:
         self.request.headers = hm
@@ -334,7 +339,7 @@ class HttpStream(Context):
     def _call(self, callback: str, *args: int) -> tuple[int | None, bool]:
         """Invoke a stream callback if exported. Returns (raw result, whether a
         local reply was sent during the call)."""
-        if not self.vm.has(callback) or self.trap is not None:
+        if not self.vm.has(callback) or self.trap is not None or self.vm.failed is not None:
             return None, False
         before = self.local_reply
         try:
@@ -395,7 +400,10 @@ class HttpStream(Context):
         self.local_reply = self.local_reply or reply
         self.response.end()
         out = self.downstream_response
-        out.headers = _local_reply_headers(reply).view()
+        headers = _local_reply_headers(reply)
+        if not reply.body:
+            headers.add(b"content-length", b"0")
+        out.headers = headers.view()
         out.body = reply.body
         out.complete = True
 
@@ -433,23 +441,25 @@ class HttpStream(Context):
 
     def attributes(self) -> dict[str, Any]:
         """Envoy's CEL attributes for this stream (computed on demand)."""
-        req = self.request.headers or HeaderMap()
-        path = (req.get(b":path") or b"").decode("utf-8", "surrogateescape")
-        url_path, _, query = path.partition("?")
-        request: dict[str, Any] = {
-            "path": path,
-            "url_path": url_path,
-            "query": query,
-            "host": _s(req.get(b":authority")),
-            "scheme": _s(req.get(b":scheme")) or "http",
-            "method": _s(req.get(b":method")),
-            "headers": req.view().to_dict(),
-            "referer": _s(req.get(b"referer")),
-            "useragent": _s(req.get(b"user-agent")),
-            "id": _s(req.get(b"x-request-id")),
-            "protocol": "HTTP/1.1",
-            "time": self.start_time_ns,
-        }
+        # Envoy reads request.* from the live request headers: after they are let
+        # through, request.path is NotFound and request.headers an empty map.
+        live = self.request.headers if (self.request.headers_readable or self.in_log) else None
+        request: dict[str, Any] = {"time": self.start_time_ns, "protocol": "HTTP/1.1", "headers": {}}
+        if live is not None:
+            path = _s(live.get(b":path"))
+            url_path, _, query = path.partition("?")
+            request.update(
+                path=path,
+                url_path=url_path,
+                query=query,
+                host=_s(live.get(b":authority")),
+                scheme=_s(live.get(b":scheme")) or "http",
+                method=_s(live.get(b":method")),
+                headers=live.view().to_dict(),
+                referer=_s(live.get(b"referer")),
+                useragent=_s(live.get(b"user-agent")),
+                id=_s(live.get(b"x-request-id")),
+            )
         attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k == "path"}}
         resp = self.response.headers
         if resp is not None:
@@ -476,8 +486,8 @@ def _local_reply_headers(reply: LocalReply) -> HeaderMap:
     hm = HeaderMap([(b":status", str(reply.status_code).encode())])
     for k, v in reply.headers:
         hm.add(k.encode(), v.encode())
-    hm.add(b"content-length", str(len(reply.body)).encode())
-    if reply.body:
+    if reply.body:  # Envoy: an empty local reply gets content-length: 0 from the codec, after the filters
+        hm.add(b"content-length", str(len(reply.body)).encode())
         hm.add(b"content-type", b"text/plain")
     return hm
 

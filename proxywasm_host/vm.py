@@ -260,7 +260,7 @@ class Vm:
                 name, f"exceeded the execution deadline of {self.deadline_ms} ms (wasm trap: interrupt)", backtrace, self.logs
             )
         else:
-            if self.memory.size >= self.memory_limit - 65536:
+            if self.memory._size_fn() >= self.memory_limit - 65536:
                 detail += f" (linear memory reached the cap of {self.memory_limit} bytes)"
             exc = GuestTrap(name, detail, backtrace, self.logs)
         self.failed = exc

@@ -99,7 +99,7 @@ def remove_value(vm, map_type: int, key_ptr: int, key_size: int) -> int:
 def get_size(vm, map_type: int, ret_size: int) -> int:
     if map_type > _MAX_MAP_TYPE:
         return WasmResult.BAD_ARGUMENT
-    m = _map(vm, map_type, False)
+    m = _map(vm, map_type, True)  # Envoy sizes the mutable map: BadArgument in on_log too
     if m is None:
         return WasmResult.BAD_ARGUMENT
     vm.memory.write_u32(ret_size, m.byte_size())
