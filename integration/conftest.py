@@ -1,0 +1,51 @@
+"""Fixtures for the real-Envoy e2e tests (logic lives in proxywasm_host.envoy.fixtures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from proxywasm_host.envoy import EchoUpstream, EnvoyHarness, WasmFilter
+from proxywasm_host.envoy.fixtures import echo_upstream, envoy_harness, harness_report_sections
+from proxywasm_host.envoy.wat import build_wat
+
+WAT_DIR = Path(__file__).parent / "wat"
+
+
+def version_filter(tag: str = "v1") -> bytes:
+    """The test filter with its 2-character version tag set (see wat/version_filter.wat)."""
+    return build_wat(WAT_DIR / "version_filter.wat", {"@V": tag})
+
+
+@pytest.fixture(scope="session")
+def wasm_v1() -> bytes:
+    return version_filter("v1")
+
+
+@pytest.fixture(scope="session")
+def wasm_v2() -> bytes:
+    return version_filter("v2")
+
+
+@pytest.fixture
+def upstream() -> Iterator[EchoUpstream]:
+    with echo_upstream() as up:
+        yield up
+
+
+@pytest.fixture
+def envoy(upstream: EchoUpstream, wasm_v1: bytes) -> Iterator[EnvoyHarness]:
+    """Envoy with the version filter v1 mounted via ECDS as `jwt_authn` (config "cfg-one")."""
+    with envoy_harness([WasmFilter("jwt_authn", wasm_v1, configuration="cfg-one")], upstream=upstream) as env:
+        yield env
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for title, text in harness_report_sections(getattr(item, "funcargs", {})):
+            rep.sections.append((title, text))
