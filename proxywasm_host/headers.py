@@ -68,7 +68,15 @@ class Headers:
     str values, order and repeats preserved."""
 
     def __init__(self, pairs: Iterable[tuple[bytes, bytes]] = ()):
-        self._pairs = [(_s(k), _s(v)) for k, v in pairs]
+        self._raw = list(pairs)
+        self._decoded: list[tuple[str, str]] | None = None
+
+    @property
+    def _pairs(self) -> list[tuple[str, str]]:
+        # decoded on first use: most snapshots taken on the hot path are never read
+        if self._decoded is None:
+            self._decoded = [(_s(k), _s(v)) for k, v in self._raw]
+        return self._decoded
 
     def get(self, name: str, default: str | None = None) -> str | None:
         name = name.lower()
