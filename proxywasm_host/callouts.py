@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .abi import WasmResult
+from .abi import MapType, WasmResult
 from .context import Buffer, CallResponse
 from .errors import StreamStateError
 from .headers import HeaderMap, Headers, HeadersInput
@@ -79,6 +79,78 @@ class HttpCall:
             root.call_response = None
 
 
+@dataclass
+class GrpcCallout:
+    """A gRPC call (unary) or stream a filter opened; the test answers it.
+
+    Callbacks go to the root context that opened it, as in Envoy:
+    on_grpc_receive_initial_metadata, on_grpc_receive, on_grpc_receive_trailing_metadata,
+    on_grpc_close (status via proxy_get_status)."""
+
+    host: "Host" = field(repr=False)
+    root: "RootContext" = field(repr=False)
+    token: int
+    cluster: str
+    service: str
+    method: str
+    metadata: Headers
+    is_stream: bool
+    message: bytes = b""  # the request message of a unary call
+    timeout_ms: int = 0
+    sent: list[bytes] = field(default_factory=list)  # stream messages the filter sent
+    local_closed: bool = False
+    cancelled: bool = False
+    closed: bool = False
+
+    def receive_initial_metadata(self, metadata: HeadersInput) -> None:
+        self._with_metadata(MapType.GRPC_RECEIVE_INITIAL_METADATA, metadata, "proxy_on_grpc_receive_initial_metadata")
+
+    def receive(self, message: bytes) -> None:
+        """Deliver one response message (proxy_on_grpc_receive)."""
+        self._check_open()
+        root = self.root
+        root.grpc_message = Buffer(message, mutable=False)
+        try:
+            self._invoke("proxy_on_grpc_receive", len(message))
+        finally:
+            root.grpc_message = None
+        if not self.is_stream:
+            self._finish()
+
+    def receive_trailing_metadata(self, metadata: HeadersInput) -> None:
+        self._with_metadata(MapType.GRPC_RECEIVE_TRAILING_METADATA, metadata, "proxy_on_grpc_receive_trailing_metadata")
+
+    def close(self, status: int = 0, message: str = "") -> None:
+        """The remote side ends the call with a gRPC status (proxy_on_grpc_close)."""
+        self._check_open()
+        self.root.status = (status, message.encode())
+        self._finish()
+        self._invoke("proxy_on_grpc_close", status)
+
+    def _with_metadata(self, map_type: int, metadata: HeadersInput, callback: str) -> None:
+        self._check_open()
+        hm = HeaderMap.from_input(metadata)
+        self.root.grpc_metadata = (map_type, hm)
+        try:
+            self._invoke(callback, len(hm))
+        finally:
+            self.root.grpc_metadata = None
+
+    def _invoke(self, callback: str, arg: int) -> None:
+        root = self.root
+        if root.vm.failed is None and root.vm.has(callback):
+            root.invoke(callback, root.id, self.token, arg)
+
+    def _check_open(self) -> None:
+        if self.closed or self.cancelled:
+            raise StreamStateError(f"gRPC {'stream' if self.is_stream else 'call'} {self.token} is already closed")
+
+    def _finish(self) -> None:
+        self.closed = True
+        if self in self.host.pending_grpc:
+            self.host.pending_grpc.remove(self)
+
+
 def dispatch_to_servers(host: "Host", calls: list[HttpCall], timeout: float = 5.0) -> None:
     """Send callouts for clusters declared with a URL to that real HTTP server."""
     import httpx
@@ -105,4 +177,4 @@ def dispatch_to_servers(host: "Host", calls: list[HttpCall], timeout: float = 5.
         call.respond(resp.status_code, list(resp.headers.items()), resp.content)
 
 
-__all__ = ["HttpCall", "dispatch_to_servers"]
+__all__ = ["GrpcCallout", "HttpCall", "dispatch_to_servers"]

@@ -55,6 +55,9 @@ class Context:
     """Anything a callback can run for: answers the hostcalls that depend on it."""
 
     stream: "HttpStream | None" = None
+    #: proxy_set_property values (Envoy filter state); None where there is no stream
+    filter_state: "dict[tuple[str, ...], Any] | None" = None
+    properties: "dict[tuple[str, ...], Any]" = {}
 
     def __init__(self, vm: "Vm", plugin: "Plugin", context_id: int):
         self.vm = vm
@@ -76,8 +79,17 @@ class Context:
             return Buffer(self.plugin.vm_configuration, mutable=False)
         return None
 
+    def property_layers(self) -> "tuple[dict[tuple[str, ...], Any], ...]":
+        """Overrides in lookup order: filter state, the stream's, the plugin's."""
+        own = (self.filter_state, self.properties) if self.filter_state is not None else ()
+        return own + (self.plugin.properties,)
+
+    def attributes(self) -> "dict[str, Any] | None":
+        """Envoy's attributes for a stream or connection; None for root contexts."""
+        return None
+
     def log(self, level: LogLevel, message: str) -> None:
-        emit(self.vm.logs, level, message, self.id, self.plugin.name)
+        emit(self.vm.logs, level, message, self.id, self.plugin)
 
     @property
     def logs(self) -> list[LogRecord]:
@@ -124,6 +136,8 @@ class RootContext(Context):
         self.tick_period_ms = 0
         self.next_tick_ns = 0
         self.call_response: CallResponse | None = None
+        self.grpc_metadata: tuple[int, HeaderMap] | None = None  # (map type, metadata) during a gRPC callback
+        self.grpc_message: Buffer | None = None
         self.status: tuple[int, bytes] = (0, b"")
         self.foreign_args: Buffer | None = None
         self.pending_done = False
@@ -133,6 +147,8 @@ class RootContext(Context):
         return self
 
     def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
+        if self.grpc_metadata is not None and self.grpc_metadata[0] == map_type:
+            return self.grpc_metadata[1]
         resp = self.call_response
         if resp is not None and not mutable:
             if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS:
@@ -146,6 +162,8 @@ class RootContext(Context):
             return Buffer(self.plugin.configuration, mutable=False) if self.configuring else None
         if buffer_type == BufferType.HTTP_CALL_RESPONSE_BODY and self.call_response is not None:
             return self.call_response.body
+        if buffer_type == BufferType.GRPC_RECEIVE_BUFFER and self.grpc_message is not None:
+            return self.grpc_message
         if buffer_type == BufferType.CALL_DATA and self.foreign_args is not None:
             return self.foreign_args
         return super().get_buffer(buffer_type)

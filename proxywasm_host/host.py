@@ -13,7 +13,7 @@ from .module import ModuleSource, ProxyWasmModule, load_module
 from .plugin import Plugin
 
 if TYPE_CHECKING:
-    from .callouts import HttpCall
+    from .callouts import GrpcCallout, HttpCall
     from .context import RootContext
 
 
@@ -151,8 +151,10 @@ class Host:
         self.metrics = Metrics()
         self.clusters: dict[str, Any] = {}
         self.pending_http_calls: "list[HttpCall]" = []
+        self.pending_grpc: "list[GrpcCallout]" = []
         self.foreign_functions: dict[str, Callable[[bytes], bytes]] = {}
         self.plugins: list[Plugin] = []
+        self._vms: dict[tuple, dict[int, Any]] = {}
         self.node = {"id": node_id, "cluster": cluster_name}
         self.xds: dict[str, Any] = {"route_name": "", "cluster_name": "upstream", "listener_direction": 0}
         self.connection = {"source_ip": "127.0.0.1", "source_port": 54321, "destination_ip": "127.0.0.1", "destination_port": 10000}
@@ -171,12 +173,27 @@ class Host:
         self.plugins.append(plugin)
         return plugin
 
+    def shared_vm(self, key: tuple, index: int) -> Any:
+        """A live VM on worker `index` that a new plugin with the same VM key may join."""
+        vm = self._vms.get(key, {}).get(index)
+        return vm if vm is not None and vm.failed is None else None
+
+    def register_vm(self, key: tuple, index: int, vm: Any) -> None:
+        self._vms.setdefault(key, {})[index] = vm
+
     # -- clusters and callouts ---------------------------------------------------
 
     def add_cluster(self, name: str, url: str | None = None) -> None:
         """Declare a cluster proxy_http_call may target; with `url`, calls to it are
         sent to that real HTTP server when `host.dispatch_http_calls()` runs."""
         self.clusters[name] = url
+
+    def dispatch_http_calls(self, timeout: float = 5.0) -> None:
+        """Send pending callouts whose cluster was declared with a URL to that
+        real server (through httpx) and deliver the answers."""
+        from .callouts import dispatch_to_servers
+
+        dispatch_to_servers(self, [c for c in self.pending_http_calls if self.clusters.get(c.cluster)], timeout)
 
     # -- time ----------------------------------------------------------------------
 
@@ -200,6 +217,14 @@ class Host:
 
     def xds_attributes(self, plugin: Plugin) -> dict[str, Any]:
         return {"node": dict(self.node), **self.xds}
+
+    def connection_attributes(self, connection_id: int) -> dict[str, Any]:
+        conn = self.connection
+        return {
+            "source": {"address": f"{conn['source_ip']}:{conn['source_port']}", "port": conn["source_port"]},
+            "destination": {"address": f"{conn['destination_ip']}:{conn['destination_port']}", "port": conn["destination_port"]},
+            "connection": {"id": connection_id, "mtls": False},
+        }
 
     def next_connection_id(self) -> int:
         self._connection_ids += 1

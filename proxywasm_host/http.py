@@ -472,13 +472,7 @@ class HttpStream(Context):
                 attrs["response"]["trailers"] = self.response.trailers.view().to_dict()
             if self.local_reply is not None and self.local_reply.details:
                 attrs["response"]["code_details"] = self.local_reply.details
-        conn = self.plugin.host.connection
-        attrs["source"] = {"address": f"{conn['source_ip']}:{conn['source_port']}", "port": conn["source_port"]}
-        attrs["destination"] = {
-            "address": f"{conn['destination_ip']}:{conn['destination_port']}",
-            "port": conn["destination_port"],
-        }
-        attrs["connection"] = {"id": self.connection_id, "mtls": False}
+        attrs.update(self.plugin.host.connection_attributes(self.connection_id))
         return attrs
 
 

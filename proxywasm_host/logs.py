@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .abi import LogLevel
 
@@ -15,6 +16,7 @@ class LogRecord:
     message: str
     context_id: int
     plugin: str
+    source: Any = field(default=None, repr=False, compare=False)  # the Plugin object (VMs may be shared)
 
     def __str__(self) -> str:
         return f"[{self.level}] {self.message}"
@@ -30,8 +32,8 @@ _PY_LEVELS = {
 }
 
 
-def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: int, plugin: str) -> None:
+def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: int, plugin: Any) -> None:
     """Record a line as Envoy's `wasm` logger would print it, and forward it to
     Python logging so pytest shows it with a failing test."""
-    records.append(LogRecord(level.name.lower(), message, context_id, plugin))
-    _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log %s: %s", plugin, message)
+    records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin))
+    _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log %s: %s", plugin.name, message)

@@ -10,13 +10,14 @@ from .context import Context, RootContext, VmState
 from .errors import GuestTrap, PluginRejected
 from .hostcalls.registry import START_ALLOWED
 from .http import HttpStream
+from .tcp import TcpStream
 from .logs import LogRecord
 from .module import ProxyWasmModule
 from .properties import PropertyValue, normalize_overrides
 from .vm import DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_LIMIT, Vm
 
 if TYPE_CHECKING:
-    from .callouts import HttpCall
+    from .callouts import GrpcCallout, HttpCall
     from .host import Host
 
 FAILURE_POLICIES = ("fail_closed", "fail_open", "fail_reload")
@@ -100,14 +101,23 @@ class Plugin:
 
     # -- VM lifecycle ----------------------------------------------------------
 
-    def _start_worker(self, index: int) -> Worker:
-        vm = Vm(self.module, deadline_ms=self.deadline_ms, memory_limit=self.memory_limit)
-        vm.state = VmState(vm)
-        vm.host = self.host  # type: ignore[attr-defined]
-        vm.plugin = self  # type: ignore[attr-defined]
-        vm_ctx = _VmContext(vm, self, 0)
-        vm.state.contexts[0] = vm_ctx
-        self._run_start_functions(vm, vm_ctx)
+    def _vm_key(self) -> tuple:
+        """Envoy reuses one VM per thread for plugins with the same vm_id, VM
+        configuration and code: they get separate root contexts in it."""
+        return (self.module.sha256, self.vm_id, self.vm_configuration, tuple(sorted(self.environment.items())),
+                self.deadline_ms, self.memory_limit)
+
+    def _start_worker(self, index: int, fresh: bool = False) -> Worker:
+        vm = None if fresh else self.host.shared_vm(self._vm_key(), index)
+        if vm is None:
+            vm = Vm(self.module, deadline_ms=self.deadline_ms, memory_limit=self.memory_limit)
+            vm.state = VmState(vm)
+            vm.host = self.host  # type: ignore[attr-defined]
+            vm.plugin = self  # type: ignore[attr-defined]
+            vm_ctx = _VmContext(vm, self, 0)
+            vm.state.contexts[0] = vm_ctx
+            self._run_start_functions(vm, vm_ctx)
+            self.host.register_vm(self._vm_key(), index, vm)
         root = RootContext(vm, self, vm.state.alloc_id())
         vm.state.contexts[root.id] = root
         worker = Worker(index, vm, root)
@@ -159,10 +169,51 @@ class Plugin:
 
     def reload_worker(self, worker: Worker) -> Worker:
         """FAIL_RELOAD: replace a failed VM with a fresh one on the same worker."""
-        self._retired_logs.extend(worker.vm.logs)
-        fresh = self._start_worker(worker.index)
+        self._retired_logs.extend(r for r in worker.vm.logs if r.source is self)
+        fresh = self._start_worker(worker.index, fresh=True)
         self.workers[worker.index] = fresh
         return fresh
+
+    def reload(self, module: "ProxyWasmModule | None" = None, **changes: Any) -> None:
+        """An ECDS update: new code and/or configuration on fresh VMs for new
+        streams; open streams finish on the old VMs. If the new plugin fails to
+        load, the error is raised and the old one keeps serving."""
+        allowed = {"configuration", "vm_configuration", "root_id", "vm_id", "environment", "properties"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise TypeError(f"reload() got unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        saved = dict(self.__dict__)
+        if module is not None:
+            self.module = module
+        for key, value in changes.items():
+            if key in ("configuration", "vm_configuration"):
+                value = config_bytes(value, key)
+            elif key == "properties":
+                value = normalize_overrides(value)
+            elif key == "environment":
+                value = dict(value or {})
+            setattr(self, key, value)
+        try:
+            workers = [self._start_worker(i, fresh=True) for i in range(len(self.workers))]
+        except Exception:
+            self.__dict__.update(saved)
+            raise
+        self._retired_logs.extend(r for w in saved["workers"] for r in w.vm.logs if r.source is self)
+        self.workers = workers
+
+    def shutdown(self) -> None:
+        """Plugin teardown: proxy_on_done per root context; if it returns false the
+        root stays pending until the guest calls proxy_done, then proxy_on_delete."""
+        for worker in self.workers:
+            root, vm = worker.root, worker.vm
+            if vm.failed is not None:
+                continue
+            done = root.invoke("proxy_on_done", root.id) if vm.has("proxy_on_done") else 1
+            if done:
+                if vm.has("proxy_on_delete"):
+                    root.invoke("proxy_on_delete", root.id)
+            else:
+                root.pending_done = True
 
     # -- test API ----------------------------------------------------------------
 
@@ -172,18 +223,25 @@ class Plugin:
 
     def http_stream(self, worker: int | None = None, properties: Mapping[Any, PropertyValue] | None = None) -> HttpStream:
         """A new HTTP stream on the given worker (round robin when None)."""
+        return HttpStream(self, self.workers[self._pick_worker(worker)], properties)
+
+    def _pick_worker(self, worker: int | None) -> int:
         if worker is None:
             worker = self._next_worker
             self._next_worker = (self._next_worker + 1) % len(self.workers)
         if not 0 <= worker < len(self.workers):
             raise ValueError(f"worker {worker} out of range: this plugin has {len(self.workers)} worker(s)")
-        return HttpStream(self, self.workers[worker], properties)
+        return worker
+
+    def tcp_stream(self, worker: int | None = None, properties: Mapping[Any, PropertyValue] | None = None) -> TcpStream:
+        """A new downstream connection through this plugin as a network filter."""
+        return TcpStream(self, self.workers[self._pick_worker(worker)], properties)
 
     @property
     def logs(self) -> list[LogRecord]:
         out = list(self._retired_logs)
         for w in self.workers:
-            out.extend(w.vm.logs)
+            out.extend(r for r in w.vm.logs if r.source is self)
         return out
 
     @property
@@ -193,6 +251,10 @@ class Plugin:
     @property
     def pending_http_calls(self) -> "list[HttpCall]":
         return [c for c in self.host.pending_http_calls if c.root.plugin is self]
+
+    @property
+    def pending_grpc(self) -> "list[GrpcCallout]":
+        return [c for c in self.host.pending_grpc if c.root.plugin is self]
 
     @property
     def failed(self) -> bool:

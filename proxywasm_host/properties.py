@@ -65,8 +65,7 @@ def _lookup_override(overrides: dict[PropertyPath, PropertyValue], path: Propert
 
 def resolve(ctx: "Context", path: PropertyPath) -> bytes | None:
     """The property's bytes as Envoy would return them, or None for NotFound."""
-    stream = ctx.stream
-    for overrides in ((stream.filter_state, stream.properties) if stream else ()) + (ctx.plugin.properties,):
+    for overrides in ctx.property_layers():
         found, value = _lookup_override(overrides, path)
         if found:
             return None if value is None else encode_value(value)
@@ -81,10 +80,9 @@ def builtin(ctx: "Context", path: PropertyPath) -> PropertyValue:
         return {"plugin_name": plugin.name, "plugin_root_id": plugin.root_id, "plugin_vm_id": plugin.vm_id}[head]
     if head == "xds":
         return _walk(plugin.host.xds_attributes(plugin), path[1:])
-    stream = ctx.stream
-    if stream is None:
+    attrs = ctx.attributes()
+    if attrs is None:
         return None
-    attrs = stream.attributes()
     return _walk(attrs.get(head), path[1:])
 
 

@@ -76,6 +76,11 @@ SIGNATURES = {
     "proxy_on_done": "(param $ctx i32) (result i32)",
     "proxy_on_delete": "(param $ctx i32)",
     "proxy_on_foreign_function": "(param $root i32) (param $fid i32) (param $size i32)",
+    "proxy_on_new_connection": "(param $ctx i32) (result i32)",
+    "proxy_on_downstream_data": "(param $ctx i32) (param $size i32) (param $eos i32) (result i32)",
+    "proxy_on_upstream_data": "(param $ctx i32) (param $size i32) (param $eos i32) (result i32)",
+    "proxy_on_downstream_connection_close": "(param $ctx i32) (param $peer i32)",
+    "proxy_on_upstream_connection_close": "(param $ctx i32) (param $peer i32)",
     "_initialize": "",
     "_start": "",
 }

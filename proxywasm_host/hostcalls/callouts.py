@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..abi import WasmResult
-from ..callouts import HttpCall
+from ..callouts import GrpcCallout, HttpCall
 from ..headers import HeaderMap
 from ..memory import deserialize_pairs
 from .registry import hostcall
@@ -41,29 +41,78 @@ def get_status(vm, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
     return WasmResult.OK if vm.memory.copy_out(message, ret_msg_ptr, ret_msg_size) else WasmResult.INVALID_MEMORY_ACCESS
 
 
-_GRPC_NOTE = "gRPC callouts are not emulated yet: answers as Envoy does for an unknown cluster"
+def _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, is_stream: bool):
+    mem = vm.memory
+    cluster = mem.read(up_ptr, up_size).decode("utf-8", "surrogateescape")
+    service = mem.read(svc_ptr, svc_size).decode("utf-8", "surrogateescape")
+    method = mem.read(m_ptr, m_size).decode("utf-8", "surrogateescape")
+    metadata = HeaderMap(deserialize_pairs(mem.read(md_ptr, md_size)) or [])
+    if cluster not in vm.host.clusters:
+        return None  # Envoy: neither a GrpcService proto nor a known cluster
+    token = vm.state.next_token(2 if is_stream else 1)
+    return GrpcCallout(vm.host, vm.ctx.root, token, cluster, service, method, metadata.view(), is_stream)
 
 
-@hostcall("proxy_grpc_call", "uuuuuuuuuuiu", support="partial", note=_GRPC_NOTE)
-def grpc_call(vm, *args: int) -> int:
-    return WasmResult.PARSE_FAILURE
+@hostcall("proxy_grpc_call", "uuuuuuuuuuiu", note="upstream is a cluster name; answered by the test")
+def grpc_call(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, msg_ptr, msg_size, timeout_ms, ret_token) -> int:
+    call = _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, False)
+    if call is None:
+        return WasmResult.PARSE_FAILURE
+    call.message = vm.memory.read(msg_ptr, msg_size)
+    call.timeout_ms = timeout_ms
+    vm.memory.write_u32(ret_token, call.token)
+    vm.host.pending_grpc.append(call)
+    return WasmResult.OK
 
 
-@hostcall("proxy_grpc_stream", "uuuuuuuuu", support="partial", note=_GRPC_NOTE)
-def grpc_stream(vm, *args: int) -> int:
-    return WasmResult.PARSE_FAILURE
+@hostcall("proxy_grpc_stream", "uuuuuuuuu", note="upstream is a cluster name; answered by the test")
+def grpc_stream(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, ret_token) -> int:
+    call = _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, True)
+    if call is None:
+        return WasmResult.PARSE_FAILURE
+    vm.memory.write_u32(ret_token, call.token)
+    vm.host.pending_grpc.append(call)
+    return WasmResult.OK
 
 
-@hostcall("proxy_grpc_send", "uuuu", support="partial", note=_GRPC_NOTE)
+def _find_grpc(vm, token: int) -> GrpcCallout | None:
+    for call in vm.host.pending_grpc:
+        if call.token == token and call.root.vm is vm:
+            return call
+    return None
+
+
+@hostcall("proxy_grpc_send", "uuuu")
 def grpc_send(vm, token: int, ptr: int, size: int, end_stream: int) -> int:
-    return WasmResult.BAD_ARGUMENT
+    call = _find_grpc(vm, token)
+    if call is None:
+        return WasmResult.NOT_FOUND
+    if not call.is_stream:
+        return WasmResult.BAD_ARGUMENT
+    call.sent.append(vm.memory.read(ptr, size))
+    if end_stream:
+        call.local_closed = True
+    return WasmResult.OK
 
 
-@hostcall("proxy_grpc_cancel", "u", support="partial", note=_GRPC_NOTE)
+@hostcall("proxy_grpc_cancel", "u")
 def grpc_cancel(vm, token: int) -> int:
-    return WasmResult.NOT_FOUND
+    call = _find_grpc(vm, token)
+    if call is None:
+        return WasmResult.NOT_FOUND
+    call.cancelled = True
+    vm.host.pending_grpc.remove(call)
+    return WasmResult.OK
 
 
-@hostcall("proxy_grpc_close", "u", support="partial", note=_GRPC_NOTE)
+@hostcall("proxy_grpc_close", "u")
 def grpc_close(vm, token: int) -> int:
-    return WasmResult.NOT_FOUND
+    call = _find_grpc(vm, token)
+    if call is None:
+        return WasmResult.NOT_FOUND
+    if call.is_stream:
+        call.local_closed = True
+    else:
+        call.cancelled = True
+        vm.host.pending_grpc.remove(call)
+    return WasmResult.OK

@@ -18,9 +18,9 @@ def get_property(vm, path_ptr: int, path_size: int, ret_ptr: int, ret_size: int)
 
 @hostcall("proxy_set_property", "uuuu", note="stored as stream filter state, readable back with proxy_get_property")
 def set_property(vm, path_ptr: int, path_size: int, value_ptr: int, value_size: int) -> int:
-    stream = vm.ctx.stream
-    if stream is None:
+    state = vm.ctx.filter_state
+    if state is None:
         return WasmResult.NOT_FOUND
     path = split_property_path(vm.memory.read(path_ptr, path_size))
-    stream.filter_state[path] = vm.memory.read(value_ptr, value_size)
+    state[path] = vm.memory.read(value_ptr, value_size)
     return WasmResult.OK

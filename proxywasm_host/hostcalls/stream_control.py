@@ -15,9 +15,12 @@ def _continue(vm, stream_type: int) -> int:
         return WasmResult.UNIMPLEMENTED
     if stream_type > StreamType.UPSTREAM:
         return WasmResult.BAD_ARGUMENT
-    stream = vm.ctx.stream
+    ctx = vm.ctx
+    stream = ctx.stream
     if stream is not None and stream_type in (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE):
         stream.defer(lambda: stream.continue_direction(stream_type))
+    elif stream_type == StreamType.DOWNSTREAM and hasattr(ctx, "resume_reading"):
+        vm.state.after_call.append(ctx.resume_reading)
     return WasmResult.OK
 
 
@@ -45,9 +48,12 @@ def clear_route_cache(vm) -> int:
 def close_stream(vm, stream_type: int) -> int:
     if stream_type > StreamType.UPSTREAM:
         return WasmResult.BAD_ARGUMENT
-    stream = vm.ctx.stream
+    ctx = vm.ctx
+    stream = ctx.stream
     if stream is not None and stream_type in (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE):
         stream.defer(lambda: stream.close_direction(stream_type))
+    elif stream_type in (StreamType.DOWNSTREAM, StreamType.UPSTREAM) and hasattr(ctx, "close_connection"):
+        vm.state.after_call.append(ctx.close_connection)
     return WasmResult.OK
 
 

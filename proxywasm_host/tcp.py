@@ -1,0 +1,162 @@
+"""TCP (network filter) streams with Envoy's semantics: new connection, data in
+both directions with end_of_stream, buffering while stopped, continue / close,
+close events, and teardown (TCP order: on_done, on_log, on_delete)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .abi import BufferType, PeerType
+from .context import Buffer, Context
+from .errors import GuestTrap, StreamStateError
+from .properties import PropertyValue, normalize_overrides
+
+if TYPE_CHECKING:
+    from .plugin import Plugin, Worker
+
+
+class TcpStream(Context):
+    """One downstream connection through a network filter, driven by a test."""
+
+    def __init__(self, plugin: "Plugin", worker: "Worker", properties: Mapping[Any, PropertyValue] | None):
+        super().__init__(worker.vm, plugin, 0)
+        self.worker = worker
+        self.root_ctx = worker.root
+        self.stream = None  # not an HTTP stream: no request/response attributes
+        self.properties = normalize_overrides(properties)
+        self.filter_state: dict[tuple[str, ...], PropertyValue] = {}
+        self.upstream_received = bytearray()  # what the upstream got from the client
+        self.downstream_received = bytearray()  # what the client got from the upstream
+        self.closed: str | None = None  # why the connection ended
+        self.trap: GuestTrap | None = None
+        self._read_buffer = bytearray()  # held while the filter stops reading
+        self._read_stopped = False
+        self._current: tuple[int, Buffer] | None = None
+        self.created = False
+        self.completed = False
+        self.connection_id = plugin.host.next_connection_id()
+
+    @property
+    def root(self):  # type: ignore[override]
+        return self.root_ctx
+
+    # -- test API ------------------------------------------------------------------
+
+    def connect(self) -> str:
+        """proxy_on_new_connection: returns "Continue" or "StopIteration"."""
+        if self.created:
+            raise StreamStateError("the connection is already open")
+        if self.vm.failed is not None:
+            return self._fail("the VM failed earlier")
+        self.created = True
+        self.id = self.state.alloc_id()
+        self.state.contexts[self.id] = self
+        self._call("proxy_on_context_create", self.root_ctx.id)
+        raw = self._call("proxy_on_new_connection")
+        if raw:
+            self._read_stopped = True
+            return "StopIteration"
+        return "Continue"
+
+    def send_downstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
+        """Bytes from the client (proxy_on_downstream_data). While the filter has
+        stopped, Envoy keeps them in the read buffer and the next call sees all."""
+        self._check_open()
+        self._read_buffer += data
+        self._read_stopped = True  # pending until the filter lets it through
+        raw = self._on_data(BufferType.DOWNSTREAM_DATA, "proxy_on_downstream_data", self._read_buffer, end_of_stream)
+        if raw == 0 and self.closed is None:
+            self.upstream_received += self._read_buffer
+            self._read_buffer = bytearray()
+            self._read_stopped = False
+            return "Continue"
+        self._read_stopped = True
+        return "StopIteration"
+
+    def send_upstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
+        """Bytes from the upstream (proxy_on_upstream_data)."""
+        self._check_open()
+        buf = bytearray(data)
+        raw = self._on_data(BufferType.UPSTREAM_DATA, "proxy_on_upstream_data", buf, end_of_stream)
+        if raw == 0 and self.closed is None:
+            self.downstream_received += buf
+        if end_of_stream and self.closed is None:
+            # Envoy synthesizes an upstream close event when the upstream ends its stream
+            self._call("proxy_on_upstream_connection_close", PeerType.UNKNOWN)
+        return "Continue" if raw == 0 else "StopIteration"
+
+    def close(self, peer: str = "downstream", close_type: PeerType = PeerType.REMOTE) -> None:
+        """A side closes: the close callback, then teardown (on_done, on_log, on_delete)."""
+        if peer not in ("downstream", "upstream"):
+            raise ValueError(f"peer must be 'downstream' or 'upstream', not {peer!r}")
+        if self.created and self.vm.failed is None:
+            self._call(f"proxy_on_{peer}_connection_close", int(close_type))
+        self.closed = self.closed or f"{peer} closed"
+        self.complete()
+
+    def complete(self) -> None:
+        if self.completed or not self.created:
+            return
+        self.completed = True
+        if self.vm.failed is None:
+            for callback in ("proxy_on_done", "proxy_on_log", "proxy_on_delete"):
+                self._call(callback)
+        self.state.contexts.pop(self.id, None)
+
+    @property
+    def logs(self) -> list:  # type: ignore[override]
+        return [r for r in self.vm.logs if r.context_id == self.id and self.created]
+
+    # -- guest side ----------------------------------------------------------------
+
+    def attributes(self) -> dict[str, Any]:
+        return self.plugin.host.connection_attributes(self.connection_id)
+
+    def resume_reading(self) -> None:
+        """proxy_continue_stream(DOWNSTREAM): Envoy's continueReading."""
+        if self._read_stopped and self.closed is None:
+            self.upstream_received += self._read_buffer  # may run inside the data callback
+            self._read_buffer = bytearray()
+            self._read_stopped = False
+
+    def close_connection(self) -> None:
+        """proxy_close_stream(DOWNSTREAM|UPSTREAM): close with FlushWrite."""
+        self.closed = self.closed or "closed by the filter"
+
+    def get_buffer(self, buffer_type: int) -> Buffer | None:
+        if self._current is not None and self._current[0] == buffer_type:
+            return self._current[1]
+        return self.root_ctx.get_buffer(buffer_type)
+
+    def _on_data(self, buffer_type: int, callback: str, data: bytearray, eos: bool) -> int:
+        buf = Buffer(b"")
+        buf.data = data  # the filter may edit what is forwarded
+        self._current = (buffer_type, buf)
+        try:
+            raw = self._call(callback, len(data), int(eos))
+        finally:
+            self._current = None
+        return 0 if raw is None and self.trap is None else (1 if raw is None else raw)
+
+    def _call(self, callback: str, *args: int) -> int | None:
+        if not self.vm.has(callback) or self.trap is not None:
+            return None
+        try:
+            return self.invoke(callback, self.id, *args)
+        except GuestTrap as trap:
+            self.trap = trap
+            self._fail(trap.detail)
+            if self.plugin.raise_on_trap:
+                raise
+            return None
+
+    def _fail(self, why: str) -> str:
+        if self.plugin.failure_policy == "fail_open":
+            return "Continue"
+        self.closed = f"reset: {why}"  # Envoy resets the connection (fail closed)
+        return "StopIteration"
+
+    def _check_open(self) -> None:
+        if not self.created:
+            self.connect()
+        if self.closed is not None:
+            raise StreamStateError(f"the connection is closed ({self.closed})")
