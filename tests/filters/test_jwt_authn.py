@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from proxywasm_host import PluginRejected
-from conftest import AUD, ISS, T0, jwt_config, mint, provider, request
+from filterkit import AUD, ISS, T0, jwt_config, mint, provider, request
 
 ALL_ALGS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 

@@ -1,0 +1,206 @@
+"""ratelimit filter (filters/ratelimit) run through the project's host."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from proxywasm_host import PluginRejected
+
+
+def load(host, wasm, config: dict | str, **kw):
+    text = config if isinstance(config, str) else json.dumps(config)
+    return host.load_plugin(wasm, configuration=text, name="rl", **kw)
+
+
+def hit(plugin, path="/", headers=None, worker=0, ip="10.0.0.1"):
+    s = plugin.http_stream(worker=worker, properties={"source.address": f"{ip}:1234"})
+    h = {":method": "GET", ":path": path, ":authority": "example.com"}
+    h.update(headers or {})
+    s.send_request_headers(h, end_of_stream=True)
+    return s
+
+
+def allowed(s) -> bool:
+    return s.local_reply is None and s.upstream_request.headers is not None
+
+
+def count(plugin, n, **kw) -> int:
+    return sum(allowed(hit(plugin, **kw)) for _ in range(n))
+
+
+BUCKET = {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval_ms": 1000}
+
+
+def test_burst_admits_exactly_max_tokens(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": BUCKET})
+    results = [allowed(hit(p)) for _ in range(8)]
+    assert results == [True] * 5 + [False] * 3
+    assert host.metrics["ratelimit.allowed"] == 5
+    assert host.metrics["ratelimit.limited"] == 3
+
+
+def test_429_response(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "3s"}})
+    count(p, 2)
+    s = hit(p)
+    assert s.local_reply.status_code == 429
+    assert s.local_reply.body == b"local_rate_limited"
+    h = s.downstream_response.headers
+    assert h.get(":status") == "429"
+    assert h.get("retry-after") == "3"
+    assert h.get("x-ratelimit-limit") == "2"
+    assert h.get("x-ratelimit-remaining") == "0"
+    assert h.get("x-ratelimit-reset") == "3"
+    host.clock.advance(seconds=1)
+    assert hit(p).downstream_response.headers.get("retry-after") == "2"
+
+
+def test_continuous_refill_with_the_virtual_clock(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": BUCKET})      # 5 tokens per second = one per 200 ms
+    assert count(p, 10) == 5
+    host.clock.advance(seconds=0.199)
+    assert count(p, 3) == 0
+    host.clock.advance(seconds=0.001)
+    assert count(p, 3) == 1
+    host.clock.advance(seconds=0.5)                          # 2.5 tokens: 2 whole, half carried over
+    assert count(p, 5) == 2
+    host.clock.advance(seconds=0.1)                          # the carried half completes a token
+    assert count(p, 5) == 1
+    host.clock.advance(seconds=60)                           # refill is capped at max_tokens
+    assert count(p, 20) == 5
+
+
+def test_per_client_ip_buckets(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "fill_interval_ms": 1000},
+                                    "descriptors": [{"source": "client_ip"}]})
+    assert count(p, 4, ip="10.0.0.1") == 2
+    assert count(p, 4, ip="10.0.0.2") == 2
+    assert host.shared_data.get(b"ratelimit:default:default:10.0.0.1") is not None
+
+
+@pytest.mark.parametrize("hops,xff,client", [
+    (1, "1.1.1.1, 2.2.2.2", "2.2.2.2"),
+    (2, "1.1.1.1, 2.2.2.2", "1.1.1.1"),
+    (3, "1.1.1.1, 2.2.2.2", "10.9.9.9"),     # fewer entries than trusted hops: the peer address
+    (0, "1.1.1.1", "10.9.9.9"),               # no trusted hops: XFF is ignored (it can be forged)
+])
+def test_x_forwarded_for_trusted_hops(host, ratelimit_wasm, hops, xff, client):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 1, "fill_interval_ms": 1000},
+                                    "descriptors": [{"source": "client_ip", "xff_trusted_hops": hops}]})
+    assert allowed(hit(p, headers={"x-forwarded-for": xff}, ip="10.9.9.9"))
+    assert host.shared_data.get(f"ratelimit:default:default:{client}".encode()) is not None
+
+
+def test_header_descriptor_and_missing_values(host, ratelimit_wasm):
+    cfg = {"bucket": {"max_tokens": 1, "fill_interval_ms": 1000}, "descriptors": [{"source": "header", "name": "X-User"}]}
+    p = load(host, ratelimit_wasm, cfg)
+    assert count(p, 3, headers={"x-user": "a"}) == 1
+    assert count(p, 3, headers={"x-user": "b"}) == 1
+    assert count(p, 3) == 3                         # on_missing "allow" (default): not limited
+
+    host2 = type(host)(start_time=0)
+    p2 = load(host2, ratelimit_wasm, cfg | {"on_missing": "shared"})
+    assert count(p2, 3) == 1                         # all requests without the header share a bucket
+
+
+def test_claim_header_and_path_descriptors(host, ratelimit_wasm):
+    cfg = {"bucket": {"max_tokens": 2, "fill_interval_ms": 1000},
+           "descriptors": [{"source": "header", "name": "x-jwt-sub"}, {"source": "path"}]}
+    p = load(host, ratelimit_wasm, cfg)
+    assert count(p, 3, path="/a?x=1", headers={"x-jwt-sub": "alice"}) == 2
+    assert count(p, 3, path="/a?x=2", headers={"x-jwt-sub": "alice"}) == 0   # query ignored: same bucket
+    assert count(p, 3, path="/b", headers={"x-jwt-sub": "alice"}) == 2
+    assert count(p, 3, path="/a", headers={"x-jwt-sub": "bob"}) == 2
+    assert host.shared_data.get(b"ratelimit:default:default:alice|/a") is not None
+
+
+def test_route_overrides(host, ratelimit_wasm):
+    cfg = {
+        "bucket": {"max_tokens": 4, "fill_interval_ms": 1000},
+        "routes": [
+            {"name": "health", "path": "/health", "unlimited": True},
+            {"name": "api", "prefix": "/api", "bucket": {"max_tokens": 2, "fill_interval_ms": 1000}},
+        ],
+    }
+    p = load(host, ratelimit_wasm, cfg)
+    assert count(p, 5, path="/api/x") == 2
+    assert count(p, 5, path="/other") == 4
+    assert count(p, 50, path="/health") == 50
+    assert count(p, 5, path="/healthz") == 0        # exact route only: falls to the drained default bucket
+    assert host.metrics["ratelimit.allowed"] == 6   # unlimited routes make no decision, so are not counted
+
+
+def test_no_default_bucket_means_unlimited(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"routes": [{"prefix": "/x", "bucket": {"max_tokens": 1, "fill_interval_ms": 1000}}]})
+    assert count(p, 5, path="/y") == 5
+    assert count(p, 5, path="/x") == 1
+
+
+def test_headers_on_allowed_responses(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 3, "tokens_per_fill": 1, "fill_interval_ms": 2000},
+                                    "response_headers": True})
+    seen = []
+    for _ in range(3):
+        s = hit(p)
+        s.send_response_headers({":status": "200"}, end_of_stream=True)
+        h = s.downstream_response.headers
+        seen.append((h.get("x-ratelimit-limit"), h.get("x-ratelimit-remaining"), h.get("x-ratelimit-reset")))
+        s.complete()
+    assert seen == [("3", "2", "0"), ("3", "1", "0"), ("3", "0", "2")]
+    s = hit(p)
+    h = s.downstream_response.headers
+    assert h.get(":status") == "429"
+    assert h.get_all("x-ratelimit-limit") == ["3"]   # not added twice when the local reply passes the filter
+
+
+def test_without_response_headers_option_allowed_responses_are_untouched(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": BUCKET})
+    s = hit(p)
+    s.send_response_headers({":status": "200"}, end_of_stream=True)
+    assert "x-ratelimit-limit" not in s.downstream_response.headers
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7, 10])
+def test_two_workers_share_one_bucket(host, ratelimit_wasm, max_tokens):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": max_tokens, "fill_interval_ms": 60000}}, workers=2)
+    results = [allowed(hit(p, worker=i % 2)) for i in range(30)]
+    assert sum(results) == max_tokens
+    assert results == [True] * max_tokens + [False] * (30 - max_tokens)
+    assert host.metrics["ratelimit.allowed"] == max_tokens
+    assert host.metrics["ratelimit.limited"] == 30 - max_tokens
+    host.clock.advance(seconds=60)
+    assert sum(allowed(hit(p, worker=i % 2)) for i in range(30)) == max_tokens
+
+
+def test_cas_retry_when_another_writer_races(host, ratelimit_wasm):
+    """A write between the filter's read and its CAS write must make it retry, not over-admit."""
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 3, "fill_interval_ms": 60000}}, workers=2)
+    assert allowed(hit(p, worker=0))
+    key = b"ratelimit:default:default:"
+    value, cas = host.shared_data.get(key)
+    # Another process drains the bucket: same layout, zero credit.
+    assert host.shared_data.set(key, bytes(16) + value[16:], cas)
+    assert not allowed(hit(p, worker=1))
+    assert not allowed(hit(p, worker=0))
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"bucket": {"max_tokens": "5", "fill_interval_ms": 1000}}, "ratelimit: bucket.max_tokens: expected integer"),
+    ({"bucket": {"max_tokens": 0, "fill_interval_ms": 1000}}, "ratelimit: bucket.max_tokens: must be between 1 and 1000000000"),
+    ({"bucket": {"max_tokens": 5}}, "ratelimit: bucket.fill_interval_ms: required field is missing"),
+    ({"bucket": {"max_tokens": 5, "fill_interval": "soon"}}, "ratelimit: bucket.fill_interval: expected a duration"),
+    ({"bucket": {"max_tokens": 5, "fill_interval_ms": 1000, "burst": 1}}, "ratelimit: bucket.burst: unknown field"),
+    ({"routes": [{"prefix": "/a"}]}, "ratelimit: routes[0].bucket: required field is missing"),
+    ({"routes": [{"bucket": BUCKET}]}, 'ratelimit: routes[0]: exactly one of "prefix" or "path" is required'),
+    ({"descriptors": [{"source": "cookie"}]}, 'ratelimit: descriptors[0].source: expected "client_ip", "header" or "path"'),
+    ({"descriptors": [{"source": "header"}]}, "ratelimit: descriptors[0].name: required field is missing"),
+    ({"on_missing": "deny"}, 'ratelimit: on_missing: expected "allow" or "shared"'),
+    ("[1]", "ratelimit: configuration: expected object"),
+    ("{", "ratelimit: invalid JSON"),
+])
+def test_bad_configuration_is_rejected_with_the_field(host, ratelimit_wasm, config, message):
+    with pytest.raises(PluginRejected) as exc:
+        load(host, ratelimit_wasm, config)
+    messages = [rec.message for rec in exc.value.logs]
+    assert any(m.startswith(message) for m in messages), messages
