@@ -90,28 +90,40 @@ def expected_callback_signature(name: str, abi: AbiVersion) -> tuple[str, str] |
 
 class _Engine:
     """One wasmtime engine per process, with epoch interruption for execution
-    deadlines driven by a daemon ticker thread."""
+    deadlines driven by a daemon ticker thread.
+
+    Created on first use, not at import: wasmtime installs signal handlers for
+    traps, and they must sit on top of Python's faulthandler (which pytest enables
+    after importing plugins), or a guest trap would kill the process."""
 
     def __init__(self) -> None:
-        cfg = wasmtime.Config()
-        cfg.epoch_interruption = True
-        ffi.wasmtime_config_memory_may_move_set(cfg.ptr(), False)
-        self.engine = wasmtime.Engine(cfg)
-        self.epoch = 0
+        self._engine: wasmtime.Engine | None = None
         self._ticker: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    @property
+    def engine(self) -> wasmtime.Engine:
+        with self._lock:
+            if self._engine is None:
+                cfg = wasmtime.Config()
+                cfg.epoch_interruption = True
+                ffi.wasmtime_config_memory_may_move_set(cfg.ptr(), False)
+                self._engine = wasmtime.Engine(cfg)
+            return self._engine
+
     def ensure_ticker(self) -> None:
+        engine = self.engine
         with self._lock:
             if self._ticker is None:
-                self._ticker = threading.Thread(target=self._tick, name="proxywasm-epoch", daemon=True)
+                self._ticker = threading.Thread(target=self._tick, args=(engine,), name="proxywasm-epoch", daemon=True)
                 self._ticker.start()
 
-    def _tick(self) -> None:
+    @staticmethod
+    def _tick(engine: wasmtime.Engine) -> None:
         period = 1.0 / EPOCH_HZ
         while True:
             time.sleep(period)
-            self.engine.increment_epoch()
+            engine.increment_epoch()
 
 
 ENGINE = _Engine()

@@ -87,3 +87,13 @@ def test_readme_pytest_example_passes(pytester):
     pytester.makepyfile(test_readme_example=example)
     result = pytester.runpytest(*_plugin_args())
     result.assert_outcomes(passed=1)
+
+
+def test_importing_the_plugin_does_not_create_the_engine():
+    """wasmtime's trap handlers must be installed after pytest enables faulthandler,
+    or the first guest trap kills the test process (SIGILL)."""
+    import subprocess
+    import sys
+
+    code = "import proxywasm_host.pytest_plugin, proxywasm_host.module as m; assert m.ENGINE._engine is None"
+    subprocess.run([sys.executable, "-c", code], check=True)
