@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import os
 import re
 import subprocess
@@ -325,22 +324,6 @@ def schema_errors(schema: str | None, configuration: str | bytes | None) -> list
     return [f"{schema}: {e}" for e in check(SCHEMAS[schema], value)]
 
 
-def parse_cause(source: str | bytes) -> str:
-    """Why wasmtime cannot parse a module (the host's ModuleLoadError keeps only the first line)."""
-    try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        wasmtime.Module.validate(ENGINE.engine, data)
-    except (OSError, wasmtime.WasmtimeError) as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        return f" ({lines[-1]})" if lines else ""
-    return ""
-
-
-def _bare_message(e: Exception) -> str:
-    # PluginRejected appends the log lines to its message; they are reported separately.
-    return str(e).split("\nfilter log lines:\n", 1)[0]
-
-
 def validate_plugin(opts: PluginOptions, schema: str | None) -> dict[str, Any]:
     """Schema check (for the project's filters), then load, start and configure in the host."""
     result: dict[str, Any] = {"ok": False, "schema": schema, "schema_errors": schema_errors(schema, opts.configuration),
@@ -348,9 +331,9 @@ def validate_plugin(opts: PluginOptions, schema: str | None) -> dict[str, Any]:
     try:
         plugin = opts.load(Host())
     except PluginRejected as e:
-        result.update(error=_bare_message(e), logs=[str(r) for r in e.logs])
+        result.update(error=e.message, logs=[str(r) for r in e.logs])
     except ModuleLoadError as e:
-        result["error"] = str(e) + parse_cause(opts.source)
+        result["error"] = str(e)
     else:
         result.update(ok=not result["schema_errors"], abi=plugin.abi, logs=[str(r) for r in plugin.logs])
     return result
@@ -595,7 +578,7 @@ def cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     try:
         plugin = opts.load(host, properties=properties, raise_on_trap=False)
     except (PluginRejected, ModuleLoadError) as e:
-        result.update(ok=False, error=_bare_message(e), logs=[str(r) for r in getattr(e, "logs", [])])
+        result.update(ok=False, error=getattr(e, "message", str(e)), logs=[str(r) for r in getattr(e, "logs", [])])
         return result, 1
     stream = plugin.http_stream()
     phases = exchange(stream, request_headers, body, args, response_headers, response_body)
@@ -603,7 +586,7 @@ def cmd_run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     reply = stream.local_reply
     result.update(
         ok=stream.trap is None,
-        error=_bare_message(stream.trap) if stream.trap else None,
+        error=stream.trap.message if stream.trap else None,
         phases=[{"callback": p.callback, "action": p.action, "status": p.status} for p in phases],
         upstream_request=message_dict(stream.upstream_request.headers, stream.upstream_request.body,
                                       stream.upstream_request.complete),
@@ -741,7 +724,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
-    logging.getLogger("proxywasm").addHandler(logging.NullHandler())  # filter logs are reported, not echoed
     parser = build_parser()
     args = parser.parse_args(argv)
     show: Callable[[dict[str, Any]], None] | None = args.show

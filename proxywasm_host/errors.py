@@ -29,6 +29,7 @@ class MissingImportError(ModuleLoadError):
 
 class _WithLogs(ProxyWasmError):
     def __init__(self, message: str, logs: "Sequence[LogRecord]" = ()):
+        self.message = message  # without the log lines, which are in .logs
         self.logs = list(logs)
         if self.logs:
             message += "\nfilter log lines:\n" + "\n".join(f"  {r}" for r in self.logs[-50:])

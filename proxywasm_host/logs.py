@@ -8,6 +8,7 @@ from typing import Any
 from .abi import LogLevel
 
 _logger = logging.getLogger("proxywasm")
+_logger.addHandler(logging.NullHandler())  # a library: the application decides where filter lines go
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
         try:
             module = wasmtime.Module(engine, wasm)
         except wasmtime.WasmtimeError as e:
-            raise ModuleLoadError(f"{name}: Failed to parse corrupted Wasm module: {_first_line(e)}") from None
+            raise ModuleLoadError(f"{name}: Failed to parse corrupted Wasm module: {_error_text(e)}") from None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -181,8 +181,11 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
     return module, cached
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def _error_text(e: Exception) -> str:
+    """wasmtime's error and its cause on one line ('failed to parse ...: unexpected end-of-file (at offset 0xa)')."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and ln.strip() != "Caused by:"]
+    lines = [ln.split(":", 1)[1].strip() if ln[:1].isdigit() and ":" in ln else ln for ln in lines]
+    return ": ".join(lines) or type(e).__name__
 
 
 @dataclass(frozen=True)

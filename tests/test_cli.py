@@ -263,7 +263,7 @@ def test_validate_envoy_reports_each_broken_filter(capsys, envoy_dir):
     assert (f"error: config.vm_config.code.local.filename no-such-module.wasm: no such file "
             f"({envoy_dir / 'no-such-module.wasm'})") in out
     assert (f"error: {envoy_dir / 'corrupt.wasm'}: Failed to parse corrupted Wasm module: failed to parse "
-            "WebAssembly module (unexpected end-of-file (at offset 0xa))") in out
+            "WebAssembly module: unexpected end-of-file (at offset 0xa)") in out
     assert out.endswith("result: INVALID\n")
 
 
@@ -439,7 +439,7 @@ def test_inspect_corrupt_module_is_one_line(capsys, envoy_dir):
     code, _, err = cli(capsys, "inspect", str(envoy_dir / "corrupt.wasm"))
     assert code == 1
     assert err == (f"proxywasm: error: module {envoy_dir / 'corrupt.wasm'}: Failed to parse corrupted Wasm module: "
-                   "failed to parse WebAssembly module\n")
+                   "failed to parse WebAssembly module: unexpected end-of-file (at offset 0xa)\n")
 
 
 def test_missing_config_file_is_one_line(capsys, modules, tmp_path):
