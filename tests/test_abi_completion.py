@@ -186,3 +186,47 @@ def test_callout_routed_to_a_real_http_server():
         assert records(vm) == [12, 0] and out_bytes(vm) == b"/keys"
     finally:
         server.shutdown()
+
+
+def test_foreign_functions_builtin_registry_and_unknown():
+    call = "(call $rec (call $proxy_call_foreign_function {%s} {arg} (i32.const 0x100) (i32.const 0x104)))"
+    wasm = build(
+        {"proxy_on_vm_start": call % "compress" + call % "mine" + " (call $rec (i32.load (i32.const 0x104)))" + call % "nope" + " (i32.const 1)"},
+        {"compress": "compress", "mine": "reverse", "nope": "no_such_fn", "arg": "hello"},
+        imports={"proxy_call_foreign_function": "(param i32 i32 i32 i32 i32 i32) (result i32)"},
+    )
+    host = Host()
+    host.foreign_functions["reverse"] = lambda data: data[::-1]
+    vm = host.load_plugin(wasm).workers[0].vm
+    assert records(vm) == [0, 0, 5, 1]
+    assert out_bytes(vm) == b"olleh"
+
+
+def test_request_trailers_and_abi_0_1_configuration():
+    p = Host(connection_manager_defaults=False).load_plugin(
+        build({
+            "proxy_on_request_trailers": "(call $rec (local.get $n)) (call $rec (call $proxy_get_header_map_value (i32.const 1) {k} (i32.const 0x100) (i32.const 0x104))) (i32.const 0)",
+            "proxy_on_configure": "(call $rec (call $proxy_get_configuration (i32.const 0x100) (i32.const 0x104))) (call $rec (i32.load (i32.const 0x104))) (i32.const 1)",
+        }, {"k": "x-t"}, abi="0_1_0"),
+        configuration="plugin-cfg",
+    )
+    assert records(p.workers[0].vm) == [0, 10]
+    s = p.http_stream()
+    s.send_request_headers(REQ)
+    s.send_request_body(b"b", end_of_stream=False)
+    s.send_request_trailers({"x-t": "v"})
+    assert records(s.vm)[2:] == [1, 0]
+    assert s.upstream_request.trailers["x-t"] == "v" and s.upstream_request.complete
+
+
+def test_http_call_timeout_is_a_504_response():
+    hdrs = serialize_pairs([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"x")])
+    wasm = build({
+        "proxy_on_vm_start": "(drop (call $proxy_http_call {c} {h} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 10) (i32.const 0x300))) (i32.const 1)",
+        "proxy_on_http_call_response": "(call $rec (local.get $nh)) (call $rec (call $proxy_get_header_map_value (i32.const 6) {st} (i32.const 0x100) (i32.const 0x104)))",
+    }, {"c": "slow", "h": hdrs, "st": ":status"})
+    host = Host()
+    host.add_cluster("slow")
+    plugin = host.load_plugin(wasm)
+    plugin.pending_http_calls[0].timeout()
+    assert records(plugin.workers[0].vm) == [3, 0] and out_bytes(plugin.workers[0].vm) == b"504"
