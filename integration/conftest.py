@@ -49,3 +49,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if rep.when == "call" and rep.failed:
         for title, text in harness_report_sections(getattr(item, "funcargs", {})):
             rep.sections.append((title, text))
+
+
+@pytest.fixture(scope="session")
+def keys() -> "Keys":
+    """RSA signing keys for the Zig jwt_authn filter e2e tests (see scenarios.py)."""
+    from scenarios import Keys
+
+    return Keys()

@@ -326,6 +326,20 @@ const Decision = struct { allowed: bool, remaining: u64, reset_s: u64 };
 /// the time of the last refill (u64 LE). Refill adds elapsed_ns * tokens_per_fill.
 const state_len = 24;
 
+/// The cas used to create a key: "create if absent". In the ABI, cas 0 is an
+/// unconditional write, so two workers that both read NotFound would both
+/// succeed and both admit (the later write erases the earlier take; seen in
+/// Envoy with --concurrency 2 about once in 400 bursts on a fresh key). Envoy
+/// (proxy-wasm-cpp-host SharedData::set) ignores the cas when the key does not
+/// exist, and checks it when the key exists: a non-zero cas that the existing
+/// entry does not carry fails with CAS_MISMATCH. Cas values come from one
+/// process-wide u32 counter that starts at 1, so an existing entry carries
+/// maxInt(u32) only if its last write was the 4294967295th shared-data write of
+/// the process. (A "write a per-connection nonce, read it back" check is not
+/// enough: A writes, reads back its nonce, then B's unconditional write lands
+/// and B reads back its own nonce; both admit.)
+const create_cas: u32 = std.math.maxInt(u32);
+
 fn decide(key: []const u8, b: Bucket, now: u64) Decision {
     const one: u128 = b.fill_interval_ns;
     const cap: u128 = @as(u128, b.max_tokens) * one;
@@ -333,7 +347,7 @@ fn decide(key: []const u8, b: Bucket, now: u64) Decision {
     while (attempt < 64) : (attempt += 1) {
         var credit: u128 = cap;
         var last: u64 = now;
-        var cas: u32 = 0;
+        var cas: u32 = create_cas;
         const cur = sdk.getSharedData(key) catch null;
         if (cur) |sv| {
             defer sdk.free(sv.value);
@@ -355,9 +369,9 @@ fn decide(key: []const u8, b: Bucket, now: u64) Decision {
         var buf: [state_len]u8 = undefined;
         std.mem.writeInt(u128, buf[0..16], credit, .little);
         std.mem.writeInt(u64, buf[16..24], last, .little);
-        // cas 0 (key not found) is an unconditional write in the ABI, so two
-        // workers creating the same key at the same instant can both succeed;
-        // that window exists once per key. Every later update is a true CAS.
+        // A new key is written with create_cas (create-if-absent, see there), an
+        // existing one with the cas we read: either way a concurrent writer makes
+        // this fail with CAS_MISMATCH and the decision is redone on its state.
         sdk.setSharedData(key, &buf, cas) catch |e| {
             if (e == error.CasMismatch) continue;
             sdk.logf(.warn, log_prefix ++ "shared data write failed ({s}); denying", .{@errorName(e)});

@@ -289,7 +289,8 @@ pub fn getProperty(path: []const []const u8) ?[]u8 {
 
 pub const SharedValue = struct { value: []u8, cas: u32 };
 
-/// Null when the key does not exist (then set it with cas 0).
+/// Null when the key does not exist (cas 0 then writes unconditionally; a cas that can
+/// never match an existing entry, such as 0xFFFFFFFF, creates it only if still absent).
 pub fn getSharedData(key: []const u8) Error!?SharedValue {
     var ptr: ?[*]u8 = null;
     var len: usize = 0;

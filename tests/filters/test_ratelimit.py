@@ -6,6 +6,7 @@ import json
 import pytest
 
 from proxywasm_host import PluginRejected
+from proxywasm_host.host import SharedData
 
 
 def load(host, wasm, config: dict | str, **kw):
@@ -183,6 +184,40 @@ def test_cas_retry_when_another_writer_races(host, ratelimit_wasm):
     assert host.shared_data.set(key, bytes(16) + value[16:], cas)
     assert not allowed(hit(p, worker=1))
     assert not allowed(hit(p, worker=0))
+
+
+class _RacingSharedData(SharedData):
+    """The host's real shared data, except that right after the first read that finds
+    `key` missing, `racer()` runs: a whole request on another worker VM, i.e. what a
+    second Envoy worker can do between this worker's get and its set."""
+
+    def __init__(self, key: bytes, racer):
+        super().__init__()
+        self.key, self.racer, self.fired = key, racer, False
+
+    def get(self, key, vm_id=""):
+        found = super().get(key, vm_id)
+        if found is None and key == self.key and not self.fired:
+            self.fired = True
+            self.racer()
+        return found
+
+
+@pytest.mark.parametrize("max_tokens", [1, 3])
+def test_creating_a_bucket_races_safely(host, ratelimit_wasm, max_tokens):
+    """Two workers both read NotFound for a new key: only max_tokens requests may pass.
+
+    With cas 0 (unconditional) for the creation, worker 0's write erased the token
+    worker 1 took, and both were admitted: max_tokens + 1 in total (seen in Envoy with
+    --concurrency 2 about once per 400 bursts)."""
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": max_tokens, "fill_interval_ms": 60000}}, workers=2)
+    raced = []
+    host.shared_data = _RacingSharedData(b"ratelimit:default:default:", lambda: raced.append(allowed(hit(p, worker=1))))
+    first = allowed(hit(p, worker=0))
+    assert raced == [True]
+    rest = [allowed(hit(p, worker=i % 2)) for i in range(2 * max_tokens)]
+    assert first + raced[0] + sum(rest) == max_tokens, (first, raced, rest)
+    assert host.metrics["ratelimit.allowed"] == max_tokens
 
 
 @pytest.mark.parametrize("config,message", [
