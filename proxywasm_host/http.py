@@ -395,6 +395,9 @@ class HttpStream(Context):
         self.response.send_headers(_local_reply_headers(reply), eos=not reply.body)
         if reply.body and self.response.iteration != "done":
             self.response.send_data(reply.body, True)
+        out = self.downstream_response
+        if not reply.body and out.headers is not None and "content-length" not in out.headers:
+            out.headers = Headers([*out.headers._raw, (b"content-length", b"0")])  # added by the codec
 
     def _direct_reply(self, reply: LocalReply) -> None:
         self.local_reply = self.local_reply or reply
@@ -477,12 +480,24 @@ class HttpStream(Context):
 
 
 def _local_reply_headers(reply: LocalReply) -> HeaderMap:
+    """The headers of a local reply as Envoy builds them (measured on Envoy 1.40):
+    the filter's headers set one by one, then content-length (updated in place if the
+    filter gave one) and content-type text/plain unless the filter gave one; an empty
+    body has neither (the codec adds content-length: 0 after the filters)."""
     hm = HeaderMap([(b":status", str(reply.status_code).encode())])
     for k, v in reply.headers:
-        hm.add(k.encode(), v.encode())
-    if reply.body:  # Envoy: an empty local reply gets content-length: 0 from the codec, after the filters
-        hm.add(b"content-length", str(len(reply.body)).encode())
-        hm.add(b"content-type", b"text/plain")
+        hm.replace(k.encode(), v.encode())
+    if reply.body:
+        length = str(len(reply.body)).encode()
+        if hm.get(b"content-length") is None:
+            hm.add(b"content-length", length)
+        else:
+            hm.pairs = [(k, length if k == b"content-length" else v) for k, v in hm.pairs]
+        if hm.get(b"content-type") is None:
+            hm.add(b"content-type", b"text/plain")
+    else:
+        hm.remove(b"content-length")
+        hm.remove(b"content-type")
     return hm
 
 

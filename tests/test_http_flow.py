@@ -2,8 +2,8 @@
 import pytest
 
 from proxywasm_host import Host, StreamStateError
-from proxywasm_host.memory import serialize_pairs
-from watgen import build, records
+from proxywasm_host.memory import deserialize_pairs, serialize_pairs
+from watgen import build, out_bytes, records
 
 REQ = {":method": "POST", ":path": "/", ":authority": "example.com"}
 SEND_403 = "(drop (call $proxy_send_local_response (i32.const 403) {details} {body} {hdrs} (i32.const -1)))"
@@ -87,6 +87,31 @@ def test_local_reply_runs_response_callbacks_and_forces_stop():
         s.send_response_headers({":status": "200"})
     with pytest.raises(StreamStateError):
         s.send_request_body(b"late")
+
+
+@pytest.mark.parametrize(
+    "headers, body, expected",
+    [  # measured on Envoy 1.40: what the filter's on_response_headers sees
+        ([(b"content-type", b"application/json"), (b"x-a", b"1")], "{}", [(":status", "418"), ("content-type", "application/json"), ("x-a", "1"), ("content-length", "2")]),
+        ([(b"content-length", b"99"), (b"x-a", b"1")], "abc", [(":status", "418"), ("content-length", "3"), ("x-a", "1"), ("content-type", "text/plain")]),
+        ([(b"content-type", b"application/json")], "", [(":status", "418")]),
+    ],
+)
+def test_local_reply_headers_as_envoy_builds_them(headers, body, expected):
+    body_arg = "{body}" if body else "(i32.const 0) (i32.const 0)"
+    p = _plugin(
+        {
+            "proxy_on_request_headers": f"(drop (call $proxy_send_local_response (i32.const 418) {{d}} {body_arg} {{h}} (i32.const -1))) (i32.const 0)",
+            "proxy_on_response_headers": "(drop (call $proxy_get_header_map_pairs (i32.const 2) (i32.const 0x100) (i32.const 0x104))) (i32.const 0)",
+        },
+        {"d": "d", "body": body or "-", "h": serialize_pairs(headers)},
+    )
+    s = p.http_stream()
+    s.send_request_headers(REQ, end_of_stream=True)
+    seen = deserialize_pairs(out_bytes(s.vm)) if s.vm.memory.read_u32(0x104) else []
+    assert [(k.decode(), v.decode()) for k, v in seen] == expected
+    client = s.downstream_response.headers.items()
+    assert client == (expected if body else expected + [("content-length", "0")])
 
 
 def test_local_reply_during_response_goes_straight_to_client():
