@@ -87,17 +87,7 @@ var roots: std.AutoHashMapUnmanaged(u32, *Config) = .empty;
 var paused: std.AutoHashMapUnmanaged(u32, u32) = .empty;
 
 pub fn onConfigure(root_id: u32, text: []const u8) bool {
-    const arena = alloc.create(std.heap.ArenaAllocator) catch return false;
-    arena.* = std.heap.ArenaAllocator.init(alloc);
-    var r = cfg.Reader{ .arena = arena.allocator() };
-    const c = parseConfig(&r, text) catch |e| {
-        if (e == error.InvalidConfig) {
-            sdk.logf(.err, log_prefix ++ "{s}", .{r.message});
-        } else sdk.log(.err, log_prefix ++ "out of memory while reading the configuration");
-        arena.deinit();
-        alloc.destroy(arena);
-        return false;
-    };
+    const c = sdk.loadConfig(Config, text, log_prefix, parseConfig) orelse return false;
     roots.put(alloc, root_id, c) catch return false;
     // Remote key sets are refreshed from the timer; the first fetch happens on
     // the first tick or the first request that needs it, whichever is earlier.

@@ -58,18 +58,7 @@ const Report = struct { limit: u64, remaining: u64, reset_s: u64 };
 var reports: std.AutoHashMapUnmanaged(u32, Report) = .empty;
 
 pub fn onConfigure(root_id: u32, text: []const u8) bool {
-    // The arena lives as long as the configuration: strings point into it.
-    const arena = alloc.create(std.heap.ArenaAllocator) catch return false;
-    arena.* = std.heap.ArenaAllocator.init(alloc);
-    var r = cfg.Reader{ .arena = arena.allocator() };
-    const c = parseConfig(&r, text) catch |e| {
-        if (e == error.InvalidConfig) {
-            sdk.logf(.err, log_prefix ++ "{s}", .{r.message});
-        } else sdk.log(.err, log_prefix ++ "out of memory while reading the configuration");
-        arena.deinit();
-        alloc.destroy(arena);
-        return false;
-    };
+    const c = sdk.loadConfig(Config, text, log_prefix, parseConfig) orelse return false;
     if (roots.fetchRemove(root_id)) |old| _ = old; // a reconfigure replaces the old config (its arena is leaked on purpose: rare)
     roots.put(alloc, root_id, c) catch return false;
     sdk.logf(.info, log_prefix ++ "configured {d} route(s), domain \"{s}\"", .{ c.routes.len, c.domain });

@@ -134,6 +134,29 @@ pub fn logf(level: LogLevel, comptime fmt: []const u8, args: anytype) void {
     log(level, msg);
 }
 
+/// Reads a plugin configuration with `parseFn` into an arena that lives as long as
+/// the configuration (its strings point into it). On a bad configuration it logs
+/// the field-naming message at error level, frees the arena and returns null, so
+/// `onConfigure` can return false as Envoy expects.
+pub fn loadConfig(
+    comptime T: type,
+    text: []const u8,
+    comptime log_prefix: []const u8,
+    comptime parseFn: fn (*config.Reader, []const u8) config.ConfigError!*T,
+) ?*T {
+    const arena = allocator.create(std.heap.ArenaAllocator) catch return null;
+    arena.* = std.heap.ArenaAllocator.init(allocator);
+    var r = config.Reader{ .arena = arena.allocator() };
+    return parseFn(&r, text) catch |e| {
+        if (e == error.InvalidConfig) {
+            logf(.err, log_prefix ++ "{s}", .{r.message});
+        } else log(.err, log_prefix ++ "out of memory while reading the configuration");
+        arena.deinit();
+        allocator.destroy(arena);
+        return null;
+    };
+}
+
 // ---------------------------------------------------------------- time, timers
 
 /// Host clock (Envoy: wall clock of the dispatcher) in nanoseconds since the epoch.
