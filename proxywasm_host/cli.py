@@ -1,5 +1,6 @@
 """`proxywasm`: inspect a Proxy-Wasm module, validate a module or an Envoy configuration,
-run one HTTP exchange through a filter, and (with proxywasm_host.envoy) run a dev loop.
+run one HTTP exchange through a filter, and (with proxywasm_host.envoy) run a dev loop or
+hot-swap a filter in a running Envoy.
 
 Exit codes: 0 ok, 1 invalid or rejected (including unreadable or malformed input
 files), 2 usage error. Every command prints a human-readable report, or one JSON
@@ -480,7 +481,7 @@ def run_envoy_validate(path: Path) -> dict[str, Any]:
     try:
         envoy = find_envoy()
         proc = subprocess.run(
-            [envoy, "--mode", "validate", "-c", str(path), "--disable-hot-restart", "--log-level", "warn"],
+            [envoy, "--mode", "validate", "-c", str(path.resolve()), "--disable-hot-restart", "--log-level", "warn"],
             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=path.parent,
         )
     except (FileNotFoundError, PermissionError) as e:
@@ -669,8 +670,49 @@ def cmd_envoy_up(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     opts = DevLoopOptions(build_command=build, root=root, watch=args.watch, listen_port=args.port)
     try:
         return {}, run_dev_loop(options=opts, log=lambda line: print(line, flush=True))
-    except KeyboardInterrupt:  # Ctrl-C outside the loop's own handler (e.g. while Envoy starts)
+    except KeyboardInterrupt:  # Ctrl-C outside the loop's own handler (during the first build)
         return {}, 130
+
+
+def cmd_envoy_publish(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    from .envoy.publish import publish
+    from .envoy.validate import PublishError
+
+    read_wasm(args.module)
+    ecds = Path(args.ecds or Path("envoy") / "ecds" / f"{args.name}.yaml")
+    if not ecds.is_file():
+        raise CliError(f"ECDS file {ecds}: no such file (the one Envoy's config_discovery path_config_source names)")
+    try:
+        res = publish(ecds, args.name, Path(args.module), text_arg(args.config, "--config"), root_id=args.root_id,
+                      vm_id=args.vm_id, admin_url=args.admin or None, validate=not args.skip_envoy)
+    except PublishError as e:
+        first, *details = str(e).splitlines()
+        # "[time][thread][level][logger] [source:line] message" -> "[level][logger] message"
+        log = [re.sub(r"^\[[^]]*\]\[\d+\](\[\w+\]\[\w+\]) \[[^]]*\] ", r"\1 ", d.strip()) for d in details]
+        return {"command": "envoy publish", "ok": False, "filter": args.name, "error": first.rstrip(":"),
+                "envoy_log": log}, 1
+    result = {"command": "envoy publish", "ok": True, "filter": res.filter_name, "ecds_file": str(ecds),
+              "changed": res.changed, "version": res.version, "module": res.wasm_path, "sha256": res.sha256,
+              "configuration": res.configuration, "validate_seconds": round(res.validate_seconds, 4),
+              "reload_seconds": None if res.reload_seconds is None else round(res.reload_seconds, 4)}
+    return result, 0
+
+
+def print_publish(r: dict[str, Any]) -> None:
+    if not r["ok"]:
+        print(f"proxywasm: error: {r['error']}", file=sys.stderr)
+        for line in r["envoy_log"]:
+            print(f"    {line}", file=sys.stderr)
+        return
+    if not r["changed"]:
+        print(f"{r['filter']}: unchanged, {r['ecds_file']} already serves this module and configuration")
+        return
+    print(f"{r['filter']}: published {r['module']}")
+    print(f"  ECDS file {r['ecds_file']} (version {r['version']}), validated in {r['validate_seconds'] * 1000:.0f} ms")
+    if r["reload_seconds"] is None:
+        print("  not confirmed: no admin URL given")
+    else:
+        print(f"  Envoy reloaded it {r['reload_seconds'] * 1000:.1f} ms after the rename")
 
 
 # -- entry point --------------------------------------------------------------------
@@ -719,6 +761,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=".", help="repository root (default: current directory)")
     p.add_argument("--port", type=int, default=10000, help="listener port")
     p.set_defaults(func=cmd_envoy_up, show=None, json=False)
+    p = envoy_sub.add_parser("publish", parents=[common], help="hot-swap a filter's module and configuration "
+                             "in a running Envoy (validate, then rename a new ECDS file)")
+    p.add_argument("name", metavar="NAME", help="HTTP filter name (= ECDS resource name)")
+    p.add_argument("module", metavar="MODULE")
+    p.add_argument("--config", metavar="STR|@FILE", help="plugin configuration (default: keep the published one)")
+    p.add_argument("--root-id", metavar="ID", help="default: keep the published one")
+    p.add_argument("--vm-id", metavar="ID", help="default: keep the published one")
+    p.add_argument("--ecds", metavar="FILE", help="the ECDS file Envoy watches (default: envoy/ecds/NAME.yaml)")
+    p.add_argument("--admin", metavar="URL", default="http://127.0.0.1:19000",
+                   help="Envoy admin, to confirm the reload (default: %(default)s; '' = do not wait)")
+    p.add_argument("--skip-envoy", action="store_true", help="no envoy --mode validate pre-flight")
+    p.set_defaults(func=cmd_envoy_publish, show=print_publish)
     return parser
 
 

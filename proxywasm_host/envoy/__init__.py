@@ -3,14 +3,16 @@
 Public API::
 
     from proxywasm_host.envoy import EnvoyHarness, EchoUpstream, WasmFilter, StaticFilter
+    from proxywasm_host.envoy import publish  # hot-swap a filter of any Envoy that mounts it from an ECDS file
 """
 
 from .config import ListenerSpec, StaticFilter, WasmFilter
-from .harness import DOCKER_IMAGE, EnvoyError, EnvoyHarness, PublishResult
+from .harness import DOCKER_IMAGE, EnvoyError, EnvoyHarness
+from .publish import PublishResult, publish
 from .upstream import EchoUpstream
 from .validate import PublishError, check_wasm_module, envoy_validate, find_envoy
 
 __all__ = [
     "DOCKER_IMAGE", "EchoUpstream", "EnvoyError", "EnvoyHarness", "ListenerSpec", "PublishError",
-    "PublishResult", "StaticFilter", "WasmFilter", "check_wasm_module", "envoy_validate", "find_envoy",
+    "PublishResult", "StaticFilter", "WasmFilter", "check_wasm_module", "envoy_validate", "find_envoy", "publish",
 ]

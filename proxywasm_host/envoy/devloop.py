@@ -130,20 +130,20 @@ def run_dev_loop(
         upstream_port=opts.upstream_port, concurrency=opts.concurrency,
         component_log_level=opts.component_log_level,
     )
-    try:
-        env.start()
-    except Exception as exc:  # noqa: BLE001 - reported to the user
-        log(f"Envoy failed to start: {exc}")
-        return 1
-    log(f"Envoy {env.pid} ready in {env.startup_seconds * 1000:.0f} ms: {env.url('/')} "
-        f"(admin {env.admin_url}, log {env.log_path})")
-    if on_ready is not None:
-        on_ready(env)
-    published = {f.name: (env.current(f.name).get("sha256"), f.current_configuration()) for f in filters}
-    config_files = [f.config_file for f in filters if f.config_file is not None]
-    last = _fingerprint(root, opts.sources, config_files)
     iterations = 0
-    try:
+    try:  # one try from start() on: a Ctrl-C anywhere below still stops Envoy
+        try:
+            env.start()
+        except Exception as exc:  # noqa: BLE001 - reported to the user
+            log(f"Envoy failed to start: {exc}")
+            return 1
+        log(f"Envoy {env.pid} ready in {env.startup_seconds * 1000:.0f} ms: {env.url('/')} "
+            f"(admin {env.admin_url}, log {env.log_path})")
+        if on_ready is not None:
+            on_ready(env)
+        published = {f.name: (env.current(f.name).get("sha256"), f.current_configuration()) for f in filters}
+        config_files = [f.config_file for f in filters if f.config_file is not None]
+        last = _fingerprint(root, opts.sources, config_files)
         while opts.watch and not stop.is_set():
             if max_iterations is not None and iterations >= max_iterations:
                 break

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import hashlib
 import json
 import os
 import re
@@ -21,35 +20,20 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import config as cfg
 from .config import FilterSpec, ListenerSpec, StaticFilter, WasmFilter
+from .publish import PublishResult, admin_stats, ecds_stats, publish, published, write_ecds
 from .upstream import EchoUpstream
-from .validate import PublishError, check_wasm_module, envoy_validate, find_envoy
+from .validate import PublishError, find_envoy
 
 DOCKER_IMAGE = "envoyproxy/envoy:v1.40.0"
 
 
 class EnvoyError(RuntimeError):
     """Envoy failed to start or misbehaved; the message includes the tail of its log."""
-
-
-@dataclass
-class PublishResult:
-    """What ``publish`` did: ``changed`` is False when the config was identical (Envoy would ignore it)."""
-
-    filter_name: str
-    sha256: str
-    wasm_path: str
-    configuration: str
-    version: str
-    changed: bool
-    validate_seconds: float
-    reload_seconds: float  # from the rename to config_reload being visible in /stats
-    published_at: float  # time.monotonic() right after the rename
 
 
 def _pdeathsig() -> None:  # pragma: no cover - runs in the child
@@ -134,7 +118,6 @@ class EnvoyHarness:
         self._proc: subprocess.Popen[bytes] | None = None
         self._docker: Any = None  # docker container when use_docker
         self._docker_log_thread: threading.Thread | None = None
-        self._wasm_state: dict[str, dict[str, Any]] = {}
         self._wasm_specs: dict[str, WasmFilter] = {}
         self._publish_lock = threading.Lock()
         self._finalizer: weakref.finalize | None = None
@@ -332,20 +315,13 @@ class EnvoyHarness:
 
     def stats(self, regex: str = "") -> dict[str, int]:
         """Counters and gauges from /stats (histograms are skipped)."""
-        q = f"/stats?filter={urllib.request.quote(regex)}" if regex else "/stats"
-        out: dict[str, int] = {}
-        for line in self.admin_get(q).splitlines():
-            name, _, value = line.partition(": ")
-            if value.strip().lstrip("-").isdigit():
-                out[name] = int(value)
-        return out
+        return admin_stats(self.admin_url, regex)
 
     def stat(self, name: str) -> int:
         return self.stats("^" + re.escape(name) + "$").get(name, 0)
 
     def ecds_stats(self, name: str) -> dict[str, int]:
-        prefix = f"extension_config_discovery.http_filter.{name}."
-        return {k[len(prefix):]: v for k, v in self.stats("^" + re.escape(prefix)).items()}
+        return ecds_stats(self.admin_url, name)
 
     def log_offset(self) -> int:
         """Current end of Envoy's log; pass it to ``wasm_log``/``log_since`` later."""
@@ -370,57 +346,17 @@ class EnvoyHarness:
         return [ln for ln in self.log_since(since).splitlines() if "][wasm]" in ln]
 
     # --------------------------------------------------------------- publish
-    def _store_module(self, name: str, wasm: str | os.PathLike[str] | bytes) -> tuple[bytes, str, Path]:
-        data = bytes(wasm) if isinstance(wasm, (bytes, bytearray, memoryview)) else Path(wasm).read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        dest = self.wasm_dir / f"{name}-{sha}.wasm"
-        return data, sha, dest
-
-    def _install_module(self, data: bytes, dest: Path) -> None:
-        if dest.exists():
-            return
-        tmp = dest.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.chmod(0o644)
-        os.rename(tmp, dest)
-
-    def _typed_config(self, spec: WasmFilter, state: dict[str, Any]) -> dict[str, Any]:
-        return cfg.wasm_typed_config(
-            plugin_name=state["plugin_name"], root_id=state["root_id"], vm_id=state["vm_id"],
-            configuration=state["configuration"], filename=str(state["wasm_path"]),
-            sha256=state["sha256"], failure_policy=spec.failure_policy,
-        )
-
-    def _write_ecds(self, name: str, typed_config: dict[str, Any] | None) -> str:
-        version = str(time.time_ns())
-        doc = cfg.ecds_response(name, version, typed_config)
-        d = self.ecds_dir(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=d)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; Envoy may run as another user (docker)
-        os.rename(tmp, self.ecds_path(name))  # the move is what Envoy's inotify watch sees
-        return version
-
     def _write_initial_ecds(self, spec: WasmFilter) -> None:
         if spec.wasm is None:
-            self._write_ecds(spec.name, None)
+            write_ecds(self.ecds_path(spec.name), spec.name, None)
             return
-        data, sha, dest = self._store_module(spec.name, spec.wasm)
-        check_wasm_module(data, f"{spec.name} initial module")
-        self._install_module(data, dest)
-        state = {
-            "wasm_path": dest, "sha256": sha, "configuration": spec.configuration,
-            "root_id": spec.root_id, "vm_id": spec.vm_id, "plugin_name": spec.plugin_name or spec.name,
-        }
-        tc = self._typed_config(spec, state)
-        state["typed_config"] = tc
-        self._write_ecds(spec.name, tc)
-        self._wasm_state[spec.name] = state
+        publish(self.ecds_path(spec.name), spec.name, spec.wasm, spec.configuration, root_id=spec.root_id,
+                vm_id=spec.vm_id, plugin_name=spec.plugin_name or spec.name, failure_policy=spec.failure_policy,
+                wasm_dir=self.wasm_dir, validate=False)
 
     def current(self, filter_name: str) -> dict[str, Any]:
-        """What was last published for ``filter_name`` (module path, sha256, configuration, ...)."""
-        return dict(self._wasm_state.get(filter_name, {}))
+        """What is published for ``filter_name`` (wasm_path, sha256, configuration, ...), from its ECDS file."""
+        return published(self.ecds_path(filter_name), filter_name) or {}
 
     def publish(
         self,
@@ -434,12 +370,9 @@ class EnvoyHarness:
     ) -> PublishResult:
         """Hot-swap the module and/or plugin configuration of an ECDS-mounted wasm filter.
 
-        ``None`` keeps the currently published value. Validates first (wasmtime
-        load + ABI export, then ``envoy --mode validate`` with the exact filter
-        config), installs ``<name>-<sha256>.wasm``, renames a new ECDS file into
-        the watched directory, and returns once Envoy's ``config_reload``
-        counter moved. Raises ``PublishError`` if anything refuses the update;
-        the old filter keeps serving in that case.
+        ``None`` keeps the currently published value. See ``proxywasm_host.envoy.publish.publish``
+        for the steps; returns once Envoy's ``config_reload`` counter moved, raises ``PublishError``
+        (with Envoy's log lines) if anything refuses the update; the old filter keeps serving then.
         """
         spec = self._wasm_specs.get(filter_name)
         if spec is None:
@@ -447,71 +380,21 @@ class EnvoyHarness:
                 f"no ECDS wasm filter named {filter_name!r} (have: {', '.join(self._wasm_specs) or 'none'})"
             )
         with self._publish_lock:
-            old = self._wasm_state.get(filter_name, {})
-            if wasm is None and not old:
-                raise PublishError(f"{filter_name}: no module published yet, pass wasm=")
-            state = dict(old)
-            t0 = time.monotonic()
-            if wasm is not None:
-                data, sha, dest = self._store_module(filter_name, wasm)
-                check_wasm_module(data, f"{filter_name} module ({len(data)} bytes)")
-                state.update(sha256=sha, wasm_path=dest)
-            else:
-                data, dest = b"", Path(state["wasm_path"])
-            state["configuration"] = configuration if configuration is not None else old.get(
-                "configuration", spec.configuration)
-            state["root_id"] = root_id if root_id is not None else old.get("root_id", spec.root_id)
-            state["vm_id"] = vm_id if vm_id is not None else old.get("vm_id", spec.vm_id)
-            state.setdefault("plugin_name", spec.plugin_name or spec.name)
-            if wasm is not None:
-                self._install_module(data, dest)
-            tc = self._typed_config(spec, state)
-            state["typed_config"] = tc
-            if old and old.get("typed_config") == tc:
-                # Envoy hashes typed_config and ignores identical updates.
-                return PublishResult(filter_name, state["sha256"], str(dest), state["configuration"],
-                                     "", False, 0.0, 0.0, time.monotonic())
-            if self.validate_with_envoy:
-                try:
-                    bin_ = self.envoy_bin or find_envoy()
-                except FileNotFoundError as exc:
-                    raise PublishError(f"{exc}; the validate pre-flight needs a local Envoy binary "
-                                       "(or pass validate_with_envoy=False)") from exc
-                envoy_validate(tc, envoy_bin=bin_, clusters=list(self.clusters))
-            validate_s = time.monotonic() - t0
-            before = self.ecds_stats(filter_name)
-            log_off = self.log_offset()
-            version = self._write_ecds(filter_name, tc)
-            t_rename = time.monotonic()
-            deadline = t_rename + timeout
-            while True:
-                now = self.ecds_stats(filter_name)
-                # A refused module still bumps config_reload (together with config_fail and
-                # update_rejected), so look for failure counters first; all of them move in
-                # one main-thread event, and /stats is served by the same thread.
-                bad = [k for k in ("update_rejected", "update_failure", "config_fail")
-                       if now.get(k, 0) > before.get(k, 0)]
-                if not bad and all(now.get(k, 0) > before.get(k, 0) for k in ("config_reload", "update_success")):
-                    break
-                if bad or time.monotonic() > deadline or not self._alive():
-                    self._restore_ecds(filter_name, old)
-                    why = ", ".join(f"{k}+1" for k in bad) if bad else f"no config_reload within {timeout:.0f}s"
-                    lines = [ln for ln in self.log_since(log_off).splitlines()
-                             if ("][wasm]" in ln or "][config]" in ln)
-                             and "][debug][" not in ln and "][trace][" not in ln]
-                    raise PublishError(
-                        f"Envoy refused the update of {filter_name} ({why}); the previous filter keeps "
-                        "serving:\n  " + "\n  ".join(lines[-12:])
-                    )
-                time.sleep(0.002)
-            self._wasm_state[filter_name] = state
-            return PublishResult(filter_name, state["sha256"], str(dest), state["configuration"], version,
-                                 True, validate_s, time.monotonic() - t_rename, t_rename)
-
-    def _restore_ecds(self, name: str, old: dict[str, Any]) -> None:
-        """Put the last good config back on disk so a later restart does not load the refused one."""
-        if old.get("typed_config") is not None:
-            self._write_ecds(name, old["typed_config"])
+            current = self.current(filter_name)
+            if wasm is None:
+                if not current:
+                    raise PublishError(f"{filter_name}: no module published yet, pass wasm=")
+                wasm = Path(current["wasm_path"])
+            if not current:  # started without a module: the WasmFilter spec fills what the call leaves out
+                configuration = spec.configuration if configuration is None else configuration
+                root_id = spec.root_id if root_id is None else root_id
+                vm_id = spec.vm_id if vm_id is None else vm_id
+            return publish(
+                self.ecds_path(filter_name), filter_name, wasm, configuration, root_id=root_id, vm_id=vm_id,
+                plugin_name=spec.plugin_name or spec.name, failure_policy=spec.failure_policy,
+                admin_url=self.admin_url, wasm_dir=self.wasm_dir, validate=self.validate_with_envoy,
+                envoy_bin=self.envoy_bin, clusters=list(self.clusters), envoy_log=self.log_path, timeout=timeout,
+            )
 
 
 def _cleanup(proc: subprocess.Popen[bytes] | None, container: Any) -> None:
