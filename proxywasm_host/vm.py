@@ -129,7 +129,8 @@ class Vm:
         self._callbacks: list[Any] = []
         linker = wasmtime.Linker(ENGINE.engine)
         self._link(linker)
-        _set_deadline(self._store_ctx, self._deadline_ticks())
+        self._ticks = max(1, deadline_ms * EPOCH_HZ // 1000) + 1  # +1: the current tick may be about to end
+        _set_deadline(self._store_ctx, self._ticks)
         try:
             self.instance = linker.instantiate(self.store, module.compiled)
         except wasmtime.Trap as e:
@@ -189,9 +190,6 @@ class Vm:
     def has(self, name: str) -> bool:
         return name in self._exports
 
-    def _deadline_ticks(self) -> int:
-        return max(1, self.deadline_ms * EPOCH_HZ // 1000) + 1
-
     def call(self, name: str, *args: int) -> int | None:
         """Call an exported function with i32 arguments; returns its i32 result
         (unsigned) or None. Traps raise GuestTrap and mark the VM failed."""
@@ -199,11 +197,13 @@ class Vm:
             raise VmFailed(f"{self.module.name}: the VM failed earlier ({self.failed.detail}); {name} not called")
         ex = self._exports[name]
         frame = ex.frame
-        for i, a in enumerate(args):
+        i = 0
+        for a in args:
             frame[i].i32 = a
+            i += 1
         if self.depth == 0:
             ctx = self._store_ctx
-            _set_deadline(ctx, self._deadline_ticks())
+            _set_deadline(ctx, self._ticks)
         else:
             ctx = _caller_context(self.caller) if self.caller is not None else self._store_ctx
         self.depth += 1
