@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from .config import ListenerSpec, WasmFilter
 from .harness import EnvoyHarness
+from .publish import published
 from .validate import PublishError
 
 
@@ -24,8 +25,9 @@ from .validate import PublishError
 class DevFilter:
     """A filter served by the dev loop: its built module, and its plugin configuration.
 
-    ``config_file`` (if set and present) wins over ``configuration``; editing it
-    hot-reloads the configuration without a rebuild.
+    ``config_file`` (if set and present) wins over ``configuration``: a JSON file, or
+    an ECDS resource file (``.yaml``) whose StringValue configuration is used;
+    editing it hot-reloads the configuration without a rebuild.
     """
 
     name: str
@@ -37,6 +39,8 @@ class DevFilter:
 
     def current_configuration(self) -> str:
         if self.config_file is not None and self.config_file.exists():
+            if self.config_file.suffix in (".yaml", ".yml"):
+                return (published(self.config_file, self.name) or {}).get("configuration") or self.configuration
             return self.config_file.read_text()
         return self.configuration
 
@@ -57,12 +61,11 @@ class DevLoopOptions:
 
 
 def default_filters(root: Path) -> list[DevFilter]:
-    """jwt_authn and ratelimit from filters/out/, configs from filters/<name>/config.json if present."""
-    out = []
-    for name in ("jwt_authn", "ratelimit"):
-        out.append(DevFilter(name, root / "filters" / "out" / f"{name}.wasm",
-                             config_file=root / "filters" / name / "config.json"))
-    return out
+    """jwt_authn and ratelimit from filters/out/, with the example configurations of envoy/ecds/<name>.yaml."""
+    return [
+        DevFilter(name, root / "filters" / "out" / f"{name}.wasm", config_file=root / "envoy" / "ecds" / f"{name}.yaml")
+        for name in ("jwt_authn", "ratelimit")
+    ]
 
 
 def default_build_command(root: Path) -> list[str]:
