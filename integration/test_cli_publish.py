@@ -103,8 +103,8 @@ def test_cli_publish_hot_swaps_the_repo_config(repo_copy: Path, capsys: pytest.C
         # a corrupt module is refused by the pre-flight: Envoy never sees it
         assert main(["envoy", "publish", "ratelimit", str(repo_copy / "corrupt.wasm"), *target]) == 1
         err = capsys.readouterr().err
-        assert err == ("proxywasm: error: ratelimit module (15 bytes): invalid wasm module: "
-                       "failed to parse WebAssembly module\n")
+        assert err == ("proxywasm: error: ratelimit module (15 bytes): Failed to parse corrupted Wasm module: "
+                       "failed to parse WebAssembly module: unexpected end-of-file (at offset 0xa)\n")
         # without the pre-flight, Envoy itself refuses a bad configuration; the ECDS file is put back
         assert main(["envoy", "publish", "ratelimit", str(module), "--skip-envoy",
                      "--config", '{"bucket": {"max_tokens": "x"}}', *target]) == 1

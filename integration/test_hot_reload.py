@@ -82,11 +82,11 @@ def test_hot_reload_code_then_config_under_load(envoy: EnvoyHarness, wasm_v2: by
         time.sleep(0.4)
 
         # a broken build is refused with a message naming the problem ...
-        with pytest.raises(PublishError, match="not a wasm module"):
+        with pytest.raises(PublishError, match="not a WebAssembly module"):
             envoy.publish("jwt_authn", b"\0asn garbage that is not wasm")
-        with pytest.raises(PublishError, match="invalid wasm module"):
+        with pytest.raises(PublishError, match="Failed to parse corrupted Wasm module"):
             envoy.publish("jwt_authn", wasm_v2[: len(wasm_v2) // 2])
-        with pytest.raises(PublishError, match="no proxy_abi_version_"):
+        with pytest.raises(PublishError, match="Missing or unknown Proxy-Wasm ABI version"):
             envoy.publish("jwt_authn", build_wat(WAT_DIR / "no_abi.wat"))
         with pytest.raises(PublishError, match="proxy_does_not_exist"):
             envoy.publish("jwt_authn", build_wat(WAT_DIR / "missing_import.wat"))

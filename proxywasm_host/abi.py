@@ -142,10 +142,8 @@ DATA_STATUS_NAMES = {
     2: FilterStatus.STOP_ITERATION_AND_WATERMARK,
     3: FilterStatus.STOP_ITERATION_NO_BUFFER,
 }
-TRAILERS_STATUS_NAMES = {0: FilterStatus.CONTINUE, 1: FilterStatus.STOP_ITERATION}
 
 # WASI errno values used by Envoy's WASI shims.
-WASI_ESUCCESS = 0
 WASI_EBADF = 8
 WASI_ENOTDIR = 20
 WASI_EFAULT = 21
@@ -158,6 +156,3 @@ WASI_ENOTSUP = 58
 PAIRS_MAX_COUNT = 1024
 PAIRS_MAX_BYTES = 1 << 20
 RANDOM_GET_MAX_BYTES = 64 << 10
-
-#: callout token encoding (cpp-host wasm.h kCalloutIncrement / kMetricTypeMask)
-CALLOUT_INCREMENT = 4

@@ -104,7 +104,7 @@ def test_publish_identical_is_a_no_op_and_none_keeps_the_configuration(envoy_cop
 
 
 @pytest.mark.parametrize("module, config, error", [
-    (b"\0asm\x01\0\0\0garbage", None, r"ratelimit module \(15 bytes\): invalid wasm module"),
+    (b"\0asm\x01\0\0\0garbage", None, r"ratelimit module \(15 bytes\): Failed to parse corrupted Wasm module"),
     (None, '{"bucket": {"max_tokens": "x"}}', "envoy --mode validate refused the filter config:\n"
                                                ".*ratelimit: bucket.max_tokens: expected integer"),
 ], ids=["corrupt-module", "config-refused-by-envoy-validate"])

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import wasmtime
+from ..errors import ModuleLoadError
+from ..module import load_module
 
 
 class PublishError(RuntimeError):
@@ -43,24 +44,14 @@ def find_envoy() -> str:
 
 
 def check_wasm_module(data: bytes, what: str = "module") -> str:
-    """Compile with wasmtime and require a ``proxy_abi_version_*`` export; returns the ABI export name."""
+    """Refuse what Envoy would refuse at load time (not wasm, corrupt, no ABI marker, bad
+    callback signatures, imports Envoy lacks), with the host's own loader; returns the ABI."""
     if not data:
         raise PublishError(f"{what}: empty file, not a wasm module")
-    if data[:4] != b"\0asm":
-        raise PublishError(f"{what}: not a wasm module (starts with {data[:8]!r}, expected b'\\x00asm')")
     try:
-        module = wasmtime.Module(wasmtime.Engine(), data)
-    except Exception as exc:  # wasmtime raises WasmtimeError with the parser's message
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PublishError(f"{what}: invalid wasm module: {first}") from exc
-    names = [e.name for e in module.exports]
-    abi = [n for n in names if n.startswith("proxy_abi_version_")]
-    if not abi:
-        raise PublishError(
-            f"{what}: no proxy_abi_version_* export, Envoy would refuse it "
-            f"(exports: {', '.join(names[:12]) or 'none'})"
-        )
-    return abi[0]
+        return load_module(data, name=what).abi
+    except ModuleLoadError as exc:
+        raise PublishError(str(exc)) from exc
 
 
 def envoy_validate(
