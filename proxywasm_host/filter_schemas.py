@@ -9,6 +9,7 @@ are left to the filters. To update: edit the tables below to match the
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class Node:
     maximum: int | None = None
     pattern: str = ""
     hint: str = ""
+    open: bool = False  # an object that may carry fields beyond `fields` (JWKs do)
 
 
 def obj(required: tuple[str, ...] = (), **fields: Node) -> Node:
@@ -50,7 +52,14 @@ def integer(minimum: int, maximum: int) -> Node:
 BOOL = Node("boolean")
 STR = string()
 STRINGS = Node("strings")
-JWKS = Node("jwks")
+# A JWK: the fields the filter reads (filters/jwt_authn/jwks.zig parseKey); others are allowed.
+_JWK = Node(
+    "object",
+    fields={"kty": string("oct", "RSA", "EC", "OKP"), **{k: STR for k in ("kid", "alg", "use", "k", "n", "e", "crv", "x", "y")}},
+    required=("kty",),
+    open=True,
+)
+JWKS = Node("jwks", items=Node("object", fields={"keys": arr(_JWK)}, required=("keys",), open=True))
 
 _BUCKET = obj(
     ("max_tokens",),
@@ -127,7 +136,8 @@ def check(schema: Node, value: Any, path: str = "") -> list[str]:
         for key, item in value.items():
             sub = f"{path}.{key}" if path else key
             if key not in schema.fields:
-                errors.append(f"{sub}: unknown field; allowed: {', '.join(schema.fields)}")
+                if not schema.open:
+                    errors.append(f"{sub}: unknown field; allowed: {', '.join(schema.fields)}")
             else:
                 errors.extend(check(schema.fields[key], item, sub))
         for key in schema.required:
@@ -144,9 +154,15 @@ def check(schema: Node, value: Any, path: str = "") -> list[str]:
             return []
         return [f"{where}: expected string or array of strings, got {_describe(value)}"]
     if kind == "jwks":
-        if isinstance(value, (dict, str)):
-            return []
-        return [f"{where}: expected a JWKS object or a string holding its JSON, got {_describe(value)}"]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as e:
+                return [f"{where}: not valid JSON ({e.msg} at column {e.colno})"]
+        if not isinstance(value, dict):
+            return [f"{where}: expected a JWKS object or a string holding its JSON, got {_describe(value)}"]
+        assert schema.items is not None
+        return check(schema.items, value, path)
     if kind == "boolean":
         return [] if isinstance(value, bool) else [f"{where}: expected boolean, got {_describe(value)}"]
     if kind == "integer":
