@@ -112,7 +112,8 @@ class _Direction:
         return PhaseResult(self.on_headers, raw, status)
 
     def send_data(self, chunk: bytes, eos: bool) -> PhaseResult:
-        self._check_open("body")
+        if self._discarded("body"):
+            return PhaseResult(self.on_body, None, NOT_CALLED)
         if self.iteration == "stop_all":
             self.buffered += chunk  # the filter manager buffers until the filter continues
             self.end_seen = eos
@@ -141,7 +142,8 @@ class _Direction:
         return PhaseResult(self.on_body, raw, status)
 
     def send_trailers(self, trailers: HeaderMap) -> PhaseResult:
-        self._check_open("trailers")
+        if self._discarded("trailers"):
+            return PhaseResult(self.on_trailers, None, NOT_CALLED)
         self.end_seen = True
         if self.iteration == "stop_all":
             self.pending_trailers = trailers
@@ -202,11 +204,16 @@ class _Direction:
             self.out.trailers = self.trailers.view()
         self.out.complete = True
 
-    def _check_open(self, what: str) -> None:
+    def _discarded(self, what: str) -> bool:
+        """True when Envoy would drop this data: the filter already answered locally,
+        reset the stream or failed. Sending past end_of_stream is a test error."""
         if self.headers is None:
             raise StreamStateError(f"send the {self.kind} headers before the {self.kind} {what}")
-        if self.iteration == "done" or self.out.complete:
+        if self.iteration == "done":
+            return True
+        if self.out.complete:
             raise StreamStateError(f"the {self.kind} has already ended; no more {what} can be sent")
+        return False
 
     def end(self) -> None:
         self.iteration = "done"
@@ -266,6 +273,11 @@ class HttpStream(Context):
         return self.request.send_trailers(HeaderMap.from_input(trailers))
 
     def send_response_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
+        if self.local_reply is not None:
+            raise StreamStateError(
+                f"the filter answered locally ({self.local_reply.status_code}); "
+                "there is no upstream response for it to see"
+            )
         self._check_response_allowed()
         return self.response.send_headers(HeaderMap.from_input(headers), end_of_stream)
 
@@ -359,7 +371,7 @@ class HttpStream(Context):
         self._direct_reply(LocalReply(503, b"", [], "wasm_fail_stream", 14))
 
     def _check_response_allowed(self) -> None:
-        if self.local_reply is not None:
+        if self.local_reply is not None and self.response.headers is None:
             raise StreamStateError(
                 f"the filter answered locally ({self.local_reply.status_code}); "
                 "there is no upstream response for it to see"

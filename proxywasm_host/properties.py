@@ -36,10 +36,10 @@ def encode_value(value: PropertyValue) -> bytes:
         return struct.pack("<d", value)
     if isinstance(value, str):
         return value.encode()
-    if isinstance(value, Mapping):
-        return serialize_pairs((str(k).encode(), encode_value(v)) for k, v in value.items())
+    if isinstance(value, Mapping):  # Envoy sends an empty map as a zero count (4 bytes)
+        return serialize_pairs((str(k).encode(), encode_value(v)) for k, v in value.items()) or b"\0\0\0\0"
     if isinstance(value, list):
-        return serialize_pairs((encode_value(v), b"") for v in value)
+        return serialize_pairs((encode_value(v), b"") for v in value) or b"\0\0\0\0"
     raise TypeError(f"cannot encode property value of type {type(value).__name__}")
 
 
@@ -78,9 +78,11 @@ def builtin(ctx: "Context", path: PropertyPath) -> PropertyValue:
     head = path[0]
     if len(path) == 1 and head in ("plugin_name", "plugin_root_id", "plugin_vm_id"):
         return {"plugin_name": plugin.name, "plugin_root_id": plugin.root_id, "plugin_vm_id": plugin.vm_id}[head]
+    attrs = ctx.attributes()
+    if len(path) == 1 and head == "connection_id" and attrs is not None:  # Envoy's Wasm token for connection.id
+        return attrs["connection"]["id"]
     if head == "xds":
         return _walk(plugin.host.xds_attributes(plugin), path[1:])
-    attrs = ctx.attributes()
     if attrs is None:
         return None
     return _walk(attrs.get(head), path[1:])

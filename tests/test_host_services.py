@@ -164,3 +164,21 @@ def test_http_call_validation():
     assert out_bytes(vm) == b"reset"
     second.respond(503)
     assert records(vm)[9] == 1 and not plugin.pending_http_calls
+
+
+def test_whole_header_map_property_and_connection_id_token():
+    """Measured on Envoy 1.40: request.headers is a pairs map in on_request_headers and an
+    empty map (a zero count, 4 bytes) once the headers went upstream; connection_id is the
+    Wasm token for connection.id (int64 LE)."""
+    strings = {"hdrs": "request\0headers", "cid": "connection_id"}
+    cb = PROP % "hdrs" + " (i32.store (i32.const 0x110) (i32.load (i32.const 0x104)))" + PROP % "cid" + " (i32.const 0)"
+    plugin = Host(connection_manager_defaults=False).load_plugin(
+        build({"proxy_on_request_headers": cb, "proxy_on_response_headers": PROP % "hdrs" + " (i32.const 0)"}, strings)
+    )
+    s = plugin.http_stream()
+    s.send_request_headers({":path": "/", "x-a": "1"})
+    assert records(s.vm) == [0, 0]
+    assert out_bytes(s.vm) == struct.pack("<q", s.connection_id)
+    assert s.vm.memory.read_u32(0x110) == len(serialize_pairs([(b":path", b"/"), (b"x-a", b"1")]))
+    s.send_response_headers({":status": "200"})
+    assert records(s.vm)[2] == 0 and out_bytes(s.vm) == b"\0\0\0\0"
