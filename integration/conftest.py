@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from scenarios import Keys
 
 from proxywasm_host.envoy import EchoUpstream, EnvoyHarness, WasmFilter
 from proxywasm_host.envoy.fixtures import echo_upstream, envoy_harness, harness_report_sections

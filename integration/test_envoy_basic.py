@@ -10,7 +10,6 @@ import pytest
 from proxywasm_host.envoy import EchoUpstream, EnvoyHarness, PublishError, WasmFilter
 from proxywasm_host.envoy.fixtures import envoy_harness
 
-from conftest import version_filter
 
 
 def test_envoy_starts_and_proxies(envoy: EnvoyHarness) -> None:

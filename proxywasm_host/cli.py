@@ -31,7 +31,6 @@ from .host import Host
 from .hostcalls import registry
 from .http import HttpStream
 from .module import (
-    ENGINE,
     WASM_MAGIC,
     ProxyWasmModule,
     check_callback_signatures,

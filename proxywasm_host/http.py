@@ -3,7 +3,7 @@ the router — phases, status conversion, buffering on pause, resume, local repl
 availability windows of header maps and bodies, and teardown."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .abi import (

@@ -15,7 +15,7 @@ from wasmtime import _bindings as _b
 from wasmtime import _ffi as ffi
 
 from .errors import DeadlineExceeded, GuestTrap, ModuleLoadError, VmFailed
-from .hostcalls.registry import ALLOC_ALLOWED, WASI_MODULES, Hostcall, lookup
+from .hostcalls.registry import ALLOC_ALLOWED, Hostcall, lookup
 from .memory import BadPointer, GuestMemory
 from .module import ENGINE, EPOCH_HZ, ProxyWasmModule
 

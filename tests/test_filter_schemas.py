@@ -4,7 +4,6 @@ wrong type or unknown field the filter rejects, the table reports — checked on
 the README's example configurations."""
 import copy
 import json
-import re
 import sys
 from pathlib import Path
 

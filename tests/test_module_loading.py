@@ -2,7 +2,7 @@
 import pytest
 import wasmtime
 
-from proxywasm_host import Host, MissingImportError, ModuleLoadError, PluginRejected, load_module
+from proxywasm_host import Host, MissingImportError, ModuleLoadError, load_module
 from proxywasm_host import module as module_mod
 from watgen import build, records
 

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
