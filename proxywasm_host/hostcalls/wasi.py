@@ -3,6 +3,7 @@ stdout/stderr become log lines, clocks read the host's virtual clock, randomness
 is seeded, environment comes from the plugin, and the file system does not exist."""
 from __future__ import annotations
 
+import logging
 import struct
 
 from ..abi import (
@@ -16,6 +17,8 @@ from ..abi import (
     LogLevel,
 )
 from .registry import hostcall
+
+_host_log = logging.getLogger("proxywasm.host")
 
 W = "wasi"
 _STDIO = (1, 2)
@@ -63,15 +66,21 @@ def fd_pread(vm, *_a: int) -> int:
     return WASI_ENOSYS
 
 
+def _envoy_trace(message: str) -> None:
+    """cpp-host's Context::error: Envoy logs it at trace on its own logger, not as a
+    filter log line, so it is not in the plugin's or stream's logs here either."""
+    _host_log.debug(message)
+
+
 @hostcall("fd_seek", "uIuu", module=W)
 def fd_seek(vm, fd: int, offset: int, whence: int, ret: int) -> int:
-    vm.ctx.log(LogLevel.ERROR, "wasi_unstable fd_seek")
+    _envoy_trace("wasi_unstable fd_seek")
     return 0
 
 
 @hostcall("fd_close", "u", module=W)
 def fd_close(vm, fd: int) -> int:
-    vm.ctx.log(LogLevel.ERROR, "wasi_unstable fd_close")
+    _envoy_trace("wasi_unstable fd_close")
     return 0
 
 
@@ -271,6 +280,6 @@ def poll_oneoff(vm, in_ptr: int, out_ptr: int, nsubs: int, ret_events: int) -> i
     return 0
 
 
-@hostcall("proc_exit", "u", results="", module=W, note="logged, as Envoy does; the guest is not stopped")
+@hostcall("proc_exit", "u", results="", module=W, note="returns, as in Envoy (which only traces it); the guest is not stopped")
 def proc_exit(vm, code: int) -> None:
-    vm.ctx.log(LogLevel.ERROR, "wasi_unstable proc_exit")
+    _envoy_trace("wasi_unstable proc_exit")
