@@ -134,10 +134,7 @@ def assert_parity(reqs: list[Req], envoy: list[Obs], host: list[Obs]) -> None:
 
 @pytest.fixture(scope="module")
 def wasm() -> str:
-    reason = build_as.toolchain_missing_reason()
-    if reason and not (build_as.cache_root() / build_as.source_hash()).exists():
-        pytest.skip(reason)
-    return str(build_as.build())
+    return build_as.module_for_tests()
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,17 @@ def build(force: bool = False) -> Path:
     return wasm
 
 
+def module_for_tests() -> str:
+    """The built module's path for a pytest fixture; skips (with the reason) only when
+    node/npm are missing and nothing is cached. A failing build fails the test."""
+    import pytest
+
+    reason = toolchain_missing_reason()
+    if reason and not (cache_root() / source_hash()).exists():
+        pytest.skip(reason)
+    return str(build())
+
+
 if __name__ == "__main__":
     t0 = time.monotonic()
     path = build(force="--force" in sys.argv)
