@@ -19,12 +19,15 @@ if TYPE_CHECKING:
 
 class VirtualClock:
     """Time as the filters see it. Frozen unless the test advances it; advancing
-    fires each root context's on_tick at its due times, in order."""
+    fires each root context's on_tick at its due times, in order.
+
+    The monotonic clock starts where the machine's steady clock stands, as Envoy's
+    does: never at 0, which the Go runtime treats as a broken clock and aborts."""
 
     def __init__(self, host: "Host", start_ns: int):
         self._host = host
         self.now_ns = start_ns
-        self.monotonic_ns = 0
+        self.monotonic_ns = max(time.monotonic_ns(), 1)
 
     @property
     def now(self) -> float:

@@ -182,3 +182,26 @@ def test_whole_header_map_property_and_connection_id_token():
     assert s.vm.memory.read_u32(0x110) == len(serialize_pairs([(b":path", b"/"), (b"x-a", b"1")]))
     s.send_response_headers({":status": "200"})
     assert records(s.vm)[2] == 0 and out_bytes(s.vm) == b"\0\0\0\0"
+
+
+def test_wasi_calls_the_go_runtime_makes_while_starting():
+    """What a Go (wasip1) module calls in _initialize, answered as Envoy 1.40 answers it (wasm:trace
+    of an SDK-built module): a non-zero monotonic clock (Go aborts on 0), fd_fdstat_get EBADF for
+    stdin and OK for stdout, fd_fdstat_set_flags ENOSYS, fd_prestat_get(3) EBADF — all allowed."""
+    imports = {f"wasi_snapshot_preview1.{n}": sig for n, sig in {
+        "clock_time_get": "(param i32 i64 i32) (result i32)",
+        "fd_fdstat_get": "(param i32 i32) (result i32)",
+        "fd_fdstat_set_flags": "(param i32 i32) (result i32)",
+        "fd_prestat_get": "(param i32 i32) (result i32)",
+    }.items()}
+    start = (
+        " (call $rec (call $wasi_snapshot_preview1.clock_time_get (i32.const 1) (i64.const 0) (i32.const 0x210)))"
+        " (call $rec (i64.ne (i64.load (i32.const 0x210)) (i64.const 0)))"
+        " (call $rec (call $wasi_snapshot_preview1.fd_fdstat_get (i32.const 0) (i32.const 0x220)))"
+        " (call $rec (call $wasi_snapshot_preview1.fd_fdstat_get (i32.const 1) (i32.const 0x220)))"
+        " (call $rec (call $wasi_snapshot_preview1.fd_fdstat_set_flags (i32.const 1) (i32.const 4)))"
+        " (call $rec (call $wasi_snapshot_preview1.fd_prestat_get (i32.const 3) (i32.const 0x240)))"
+    )
+    vm = Host().load_plugin(build({"_initialize": start}, imports=imports)).workers[0].vm
+    assert records(vm) == [0, 1, 8, 0, 52, 8]
+    assert vm.memory.read(0x220, 24) == struct.pack("<QQQ", 0, 64, 0)  # FD_WRITE right only, as cpp-host

@@ -17,11 +17,14 @@ from ..abi import ALL_ABIS, AbiVersion
 
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 
-#: Hostcalls cpp-host allows while the VM starts (_initialize/_start/main).
+#: Hostcalls Envoy 1.40 allows while the VM starts (_initialize/_start/main); the
+#: fd_fdstat pair is what the Go (wasip1) runtime calls there (seen in wasm:trace).
 START_ALLOWED = frozenset(
     {
         "env.proxy_log",
         "wasi.fd_write",
+        "wasi.fd_fdstat_get",
+        "wasi.fd_fdstat_set_flags",
         "wasi.args_sizes_get",
         "wasi.args_get",
         "wasi.environ_sizes_get",
