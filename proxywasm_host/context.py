@@ -102,12 +102,12 @@ class Context:
         for the duration of the call (cpp-host SaveRestoreContext), and actions
         the guest deferred (local replies, continue/close) run after it returns."""
         vm = self.vm
-        prev = vm.ctx
-        vm.ctx = self
+        prev, prev_calling = vm.ctx, vm.calling_ctx
+        vm.ctx = vm.calling_ctx = self
         try:
             result = vm.call(callback, *args)
         finally:
-            vm.ctx = prev
+            vm.ctx, vm.calling_ctx = prev, prev_calling
         if vm.depth == 0:
             self.run_deferred()
         return result

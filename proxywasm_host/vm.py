@@ -115,6 +115,7 @@ class Vm:
         self.restricted: frozenset[str] | None = None
         self.caller: Any = None
         self.ctx: "Context | None" = None  # effective context of the current call
+        self.calling_ctx: "Context | None" = None  # the context whose callback is running
         self.state: Any = None
         self.logs: "list[LogRecord]" = []
         self.failed: GuestTrap | None = None

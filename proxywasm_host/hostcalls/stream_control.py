@@ -79,9 +79,9 @@ def send_local_response(
     return WasmResult.OK
 
 
-@hostcall("proxy_set_effective_context", "u")
+@hostcall("proxy_set_effective_context", "u", note="0 means the calling context, as in cpp-host")
 def set_effective_context(vm, context_id: int) -> int:
-    ctx = vm.state.contexts.get(context_id)
+    ctx = vm.calling_ctx if context_id == 0 else vm.state.contexts.get(context_id)
     if ctx is None:
         return WasmResult.BAD_ARGUMENT
     vm.ctx = ctx
