@@ -88,6 +88,7 @@ class _Direction:
         self.pending_trailers: HeaderMap | None = None
         self.iteration = "idle"  # idle | continue | stop_all | stop_buffer | stop_nobuffer | stop_trailers | done
         self.end_seen = False
+        self.body_bytes = 0  # body bytes that arrived in this direction (Envoy's bytesReceived)
 
     # -- phases --------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class _Direction:
     def send_data(self, chunk: bytes, eos: bool) -> PhaseResult:
         if self._discarded("body"):
             return PhaseResult(self.on_body, None, NOT_CALLED)
+        self.body_bytes += len(chunk)
         if self.iteration == "stop_all":
             self.buffered += chunk  # the filter manager buffers until the filter continues
             self.end_seen = eos
@@ -475,20 +477,47 @@ class HttpStream(Context):
                 useragent=_s(live.get(b"user-agent")),
                 id=_s(live.get(b"x-request-id")),
             )
+        length = _s(live.get(b"content-length")) if live is not None else ""
+        request["size"] = int(length) if length.isdigit() else self.request.body_bytes
+        request["total_size"] = self.request.body_bytes + (_byte_size(live) if live is not None else 0)
+        if self.in_log:  # Envoy knows the duration once the request is complete
+            request["duration"] = self.plugin.host.clock.now_ns - self.start_time_ns
         attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k == "path"}}
         resp = self.response.headers
+        sent = len(self.downstream_response.body)
+        response: dict[str, Any] = {"size": sent, "total_size": sent, "flags": 0}  # answered in every phase
         if resp is not None:
             code = resp.get(b":status")
-            attrs["response"] = {
-                "code": int(code) if code and code.isdigit() else 0,
-                "headers": resp.view().to_dict(),
-            }
+            status = int(code) if code and code.isdigit() else 0
+            response.update(
+                code=status,
+                headers=resp.view().to_dict(),
+                total_size=sent + _byte_size(resp),
+                grpc_status=_grpc_status(resp, self.response.trailers, status),
+                code_details=self.local_reply.details if self.local_reply is not None else "via_upstream",
+            )
             if self.response.trailers is not None:
-                attrs["response"]["trailers"] = self.response.trailers.view().to_dict()
-            if self.local_reply is not None and self.local_reply.details:
-                attrs["response"]["code_details"] = self.local_reply.details
+                response["trailers"] = self.response.trailers.view().to_dict()
+        attrs["response"] = response
         attrs.update(self.plugin.host.connection_attributes(self.connection_id))
         return attrs
+
+
+def _byte_size(headers: HeaderMap) -> int:
+    """Envoy's HeaderMap::byteSize: the lengths of every name and value, nothing between."""
+    return sum(len(k) + len(v) for k, v in headers.pairs)
+
+
+#: Envoy's Grpc::Utility::httpToGrpcStatus, for responses without a grpc-status.
+_HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
+
+
+def _grpc_status(headers: HeaderMap, trailers: HeaderMap | None, http_status: int) -> int:
+    for source in (trailers, headers):
+        value = source.get(b"grpc-status") if source is not None else None
+        if value is not None and value.isdigit():
+            return int(value)
+    return _HTTP_TO_GRPC.get(http_status, 2)  # 2: Unknown
 
 
 def _local_reply_headers(reply: LocalReply) -> HeaderMap:

@@ -119,5 +119,8 @@ def deserialize_pairs(buf: bytes) -> list[tuple[bytes, bytes]] | None:
 
 
 def split_property_path(raw: bytes) -> tuple[str, ...]:
-    """Property paths are segments joined by NUL (e.g. b"request\\0path")."""
+    """Property paths are segments joined by NUL (e.g. b"request\\0path"); a trailing NUL,
+    as recent C++ SDK builds send, is ignored as Envoy ignores it."""
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
     return tuple(seg.decode("utf-8", "surrogateescape") for seg in raw.split(b"\0"))

@@ -27,3 +27,39 @@ def test_effective_context_zero_is_the_calling_context():
     vm = plugin.workers[0].vm
     assert records(vm) == [0, 0]
     assert out_bytes(vm) == b"the answer"
+
+
+GET = "(call $rec (call $proxy_get_property {%s} (i32.const 0x100) (i32.const 0x104))) (call $rec (i32.load (i32.load (i32.const 0x100))))"
+
+
+def test_request_and_response_sizes_and_duration_in_on_log():
+    """Measured on Envoy 1.40 in proxy_on_log: request.duration (ns, once the request is complete),
+    request.size (content-length, else body bytes), response.size (body bytes sent),
+    response.code_details via_upstream, response.grpc_status 2 (Unknown) for a plain HTTP 200."""
+    strings = {"dur": "request\0duration", "rsize": "request\0size", "psize": "response\0size",
+               "details": "response\0code_details", "grpc": "response\0grpc_status"}
+    on_log = GET % "dur" + GET % "rsize" + GET % "psize" + GET % "grpc" + GET % "details"
+    host = Host()
+    plugin = host.load_plugin(build({"proxy_on_request_headers": GET % "dur" + " (i32.const 0)", "proxy_on_log": on_log}, strings))
+    s = plugin.http_stream()
+    s.send_request_headers({":method": "POST", ":path": "/", "content-length": "5"})
+    s.send_request_body(b"hello", end_of_stream=True)
+    host.clock.advance(ms=2.5)
+    s.send_response_headers({":status": "200"})
+    s.send_response_body(b"abc", end_of_stream=True)
+    s.complete()
+    vm = plugin.workers[0].vm
+    assert records(vm)[0] == 1  # NotFound while the request is in flight
+    assert records(vm)[2:10] == [0, 2_500_000, 0, 5, 0, 3, 0, 2]
+    assert records(vm)[10] == 0 and out_bytes(vm) == b"via_upstream"
+
+
+def test_property_path_with_a_trailing_separator():
+    """Recent C++ SDK builds end the path with the NUL separator; Envoy resolves it anyway."""
+    strings = {"plain": "source\0address", "trailing": "source\0address\0"}
+    cb = GET % "trailing" + " (i32.store (i32.const 0x110) (i32.load (i32.const 0x100))) (i32.store (i32.const 0x114) (i32.load (i32.const 0x104)))" + GET % "plain" + " (i32.const 0)"
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": cb}, strings))
+    plugin.http_stream().send_request_headers({":path": "/"}, end_of_stream=True)
+    vm = plugin.workers[0].vm
+    assert records(vm)[0] == 0 and records(vm)[2] == 0
+    assert vm.memory.read(vm.memory.read_u32(0x110), vm.memory.read_u32(0x114)) == out_bytes(vm) == b"127.0.0.1:54321"
