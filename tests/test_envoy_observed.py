@@ -63,3 +63,26 @@ def test_property_path_with_a_trailing_separator():
     vm = plugin.workers[0].vm
     assert records(vm)[0] == 0 and records(vm)[2] == 0
     assert vm.memory.read(vm.memory.read_u32(0x110), vm.memory.read_u32(0x114)) == out_bytes(vm) == b"127.0.0.1:54321"
+
+
+def _pb(field: int, data: bytes) -> bytes:
+    return bytes([field << 3 | 2, len(data)]) + data
+
+
+def test_grpc_call_to_a_serialized_grpc_service():
+    """The C++ SDK passes an envoy.config.core.v3.GrpcService proto, not a cluster name; Envoy
+    calls the cluster it names and sends its initial_metadata. Plain cluster names still work."""
+    from test_abi_completion import GRPC_IMPORTS, GRPC_SIGS
+
+    service = _pb(1, _pb(1, b"backend")) + _pb(5, _pb(1, b"x-tenant") + _pb(2, b"blue"))
+    call = "(call $rec (call $proxy_grpc_call {%s} {svc} {m} (i32.const 0) (i32.const 0) {msg} (i32.const 1000) (i32.const 0x300)))"
+    wasm = build({"proxy_on_vm_start": call % "proto" + call % "plain" + " (i32.const 1)"},
+                 {"proto": service, "plain": "backend", "svc": "pkg.Svc", "m": "Get", "msg": "req", "mdk": "x"},
+                 imports=GRPC_IMPORTS, extra=GRPC_SIGS.format(mdk="{mdk}"))
+    host = Host()
+    host.add_cluster("backend")
+    plugin = host.load_plugin(wasm)
+    assert records(plugin.workers[0].vm) == [0, 0]
+    by_proto, by_name = plugin.pending_grpc
+    assert (by_proto.cluster, by_proto.service, by_proto.metadata["x-tenant"]) == ("backend", "pkg.Svc", "blue")
+    assert by_name.cluster == "backend" and "x-tenant" not in by_name.metadata

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..abi import WasmResult
 from ..callouts import GrpcCallout, HttpCall
+from ..grpc_service import parse_grpc_service
 from ..headers import HeaderMap
 from ..memory import deserialize_pairs
 from .registry import hostcall
@@ -43,17 +44,21 @@ def get_status(vm, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
 
 def _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, is_stream: bool):
     mem = vm.memory
-    cluster = mem.read(up_ptr, up_size).decode("utf-8", "surrogateescape")
+    upstream = mem.read(up_ptr, up_size)
     service = mem.read(svc_ptr, svc_size).decode("utf-8", "surrogateescape")
     method = mem.read(m_ptr, m_size).decode("utf-8", "surrogateescape")
     metadata = HeaderMap(deserialize_pairs(mem.read(md_ptr, md_size)) or [])
+    proto = parse_grpc_service(upstream)
+    cluster = proto.cluster if proto else upstream.decode("utf-8", "surrogateescape")
+    for key, value in proto.initial_metadata if proto else ():
+        metadata.add(key, value)
     if cluster not in vm.host.clusters:
         return None  # Envoy: neither a GrpcService proto nor a known cluster
     token = vm.state.next_token(2 if is_stream else 1)
     return GrpcCallout(vm.host, vm.ctx.root, token, cluster, service, method, metadata.view(), is_stream)
 
 
-@hostcall("proxy_grpc_call", "uuuuuuuuuuiu", note="upstream is a cluster name; answered by the test")
+@hostcall("proxy_grpc_call", "uuuuuuuuuuiu", note="upstream: a cluster name or a serialized GrpcService; answered by the test")
 def grpc_call(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, msg_ptr, msg_size, timeout_ms, ret_token) -> int:
     call = _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, False)
     if call is None:
@@ -65,7 +70,7 @@ def grpc_call(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_
     return WasmResult.OK
 
 
-@hostcall("proxy_grpc_stream", "uuuuuuuuu", note="upstream is a cluster name; answered by the test")
+@hostcall("proxy_grpc_stream", "uuuuuuuuu", note="upstream: a cluster name or a serialized GrpcService; answered by the test")
 def grpc_stream(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, ret_token) -> int:
     call = _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, True)
     if call is None:
