@@ -86,3 +86,23 @@ def test_grpc_call_to_a_serialized_grpc_service():
     by_proto, by_name = plugin.pending_grpc
     assert (by_proto.cluster, by_proto.service, by_proto.metadata["x-tenant"]) == ("backend", "pkg.Svc", "blue")
     assert by_name.cluster == "backend" and "x-tenant" not in by_name.metadata
+
+
+def test_emscripten_memory_growth_notice_inside_malloc_is_refused_as_in_envoy():
+    """An emscripten malloc that grows memory calls env.emscripten_notify_memory_growth. Envoy 1.40
+    refuses it while the host allocates (measured: "malloc failed: Uncaught Error:
+    restricted_callback", the request gets 503), so the host refuses it too."""
+    import pytest
+
+    from proxywasm_host import GuestTrap
+
+    alloc = ('(func (export "malloc") (param $n i32) (result i32) (call $env.emscripten_notify_memory_growth (i32.const 0))'
+             " (i32.const 0x9000))")
+    wasm = build({"proxy_on_request_headers": "(drop (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104))) (i32.const 0)"},
+                 allocator=(), extra=alloc, imports={"env.emscripten_notify_memory_growth": "(param i32)"})
+    plugin = Host().load_plugin(wasm)
+    with pytest.raises(GuestTrap, match="malloc: restricted_callback"):
+        plugin.http_stream().send_request_headers({":path": "/"}, end_of_stream=True)
+    after = plugin.http_stream()
+    after.send_request_headers({":path": "/"}, end_of_stream=True)
+    assert after.downstream_response.headers[":status"] == "503"  # the VM failed closed
