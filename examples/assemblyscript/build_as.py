@@ -1,10 +1,10 @@
-"""Build the AssemblyScript SDK test filter (tests/sdk_modules/assemblyscript) into a cache.
+"""Build the AssemblyScript example filter (examples/assemblyscript: assembly/, package*.json) into a cache.
 
 The sources, the pinned package.json/package-lock.json and the asc flags are hashed; the
 build runs in ``$PROXYWASM_CACHE_DIR`` (default ``~/.cache/proxywasm-host``) under
 ``as-build/<hash>/``, never inside the repository, and is reused while the hash is unchanged.
 
-    python tests/sdk_modules/build_as.py        # prints the .wasm path
+    python examples/assemblyscript/build_as.py        # prints the .wasm path
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parent / "assemblyscript"
+SRC = Path(__file__).resolve().parent
 ASC_ARGS = ["assembly/index.ts", "-b", "build/as_filter.wasm", "--use", "abort=abort_proc_exit", "-O3z", "--noAssert"]
 WASM_NAME = "as_filter.wasm"
 TIMEOUT_S = 300
