@@ -234,10 +234,12 @@ class Host:
         return self._connection_ids
 
     def apply_connection_manager_defaults(self, headers: HeaderMap) -> None:
-        """What Envoy's HTTP connection manager adds before any filter runs (HTTP/1.1,
-        default settings): x-forwarded-proto and a generated x-request-id."""
+        """What Envoy's HTTP connection manager does before any filter runs (HTTP/1.1,
+        default settings): it removes x-forwarded-client-cert (plaintext listener, default
+        SANITIZE) and adds x-forwarded-proto and a generated x-request-id."""
         if not self.connection_manager_defaults:
             return
+        headers.remove(b"x-forwarded-client-cert")
         if headers.get(b"x-forwarded-proto") is None:
             headers.add(b"x-forwarded-proto", b"http")
         if headers.get(b"x-request-id") is None:

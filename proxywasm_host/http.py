@@ -195,6 +195,8 @@ class _Direction:
         self.headers_readable = False
         self.out.headers = self.headers.view()
         self.iteration = "continue"
+        if self is self.stream.response:
+            self.stream.mark_connection_close()
 
     def _forward_body(self) -> None:
         if self.buffered:
@@ -423,6 +425,18 @@ class HttpStream(Context):
         out.headers = headers.view()
         out.body = reply.body
         out.complete = True
+        self.mark_connection_close()
+
+    def mark_connection_close(self) -> None:
+        """Envoy's connection manager (HTTP/1.1, measured on 1.40) closes the connection after a
+        response that starts before the request ended, and after a local 400; it says so with
+        `connection: close` to the client, after the filters ran."""
+        out = self.downstream_response
+        if not self.plugin.host.connection_manager_defaults or out.headers is None:
+            return
+        local_400 = self.local_reply is not None and self.local_reply.status_code == 400
+        if not self.request.end_seen or local_400:
+            out.headers = Headers([*out.headers._raw, (b"connection", b"close")])
 
     # -- what hostcalls see ----------------------------------------------------
 

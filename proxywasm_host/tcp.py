@@ -152,7 +152,7 @@ class TcpStream(Context):
     def _fail(self, why: str) -> str:
         if self.plugin.failure_policy == "fail_open":
             return "Continue"
-        self.closed = f"reset: {why}"  # Envoy resets the connection (fail closed)
+        self.closed = f"closed after a failure: {why}"  # Envoy 1.40 closes it (fail closed), no reset
         return "StopIteration"
 
     def _check_open(self) -> None:

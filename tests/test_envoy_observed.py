@@ -106,3 +106,39 @@ def test_emscripten_memory_growth_notice_inside_malloc_is_refused_as_in_envoy():
     after = plugin.http_stream()
     after.send_request_headers({":path": "/"}, end_of_stream=True)
     assert after.downstream_response.headers[":status"] == "503"  # the VM failed closed
+
+
+def test_connection_manager_sanitizes_client_cert_and_closes_after_early_replies():
+    """Envoy 1.40's connection manager (HTTP/1.1, plaintext listener, defaults), measured: it drops
+    x-forwarded-client-cert before the filters run, and says `connection: close` after a local reply
+    sent before the request ended, or after any local 400."""
+    reply = "(drop (call $proxy_send_local_response (i32.const %d) (i32.const 0) (i32.const 0) {b} (i32.const 0) (i32.const 0) (i32.const -1)))"
+    seen = "(call $rec (call $proxy_get_header_map_value (i32.const 0) {xfcc} (i32.const 0x100) (i32.const 0x104)))"
+    wasm = build({"proxy_on_request_headers": seen + " (if (i32.eqz (local.get $eos)) (then " + reply % 403 + ")) (i32.const 0)",
+                  "proxy_on_request_body": reply % 400 + " (i32.const 0)"},
+                 {"b": "no", "xfcc": "x-forwarded-client-cert"})
+    plugin = Host().load_plugin(wasm)
+
+    def connection_header(method: str, body: bytes | None) -> str | None:
+        s = plugin.http_stream()
+        s.send_request_headers({":method": method, ":path": "/", "x-forwarded-client-cert": "By=spiffe://x"}, end_of_stream=body is None)
+        if body is not None and s.local_reply is None:
+            s.send_request_body(body, end_of_stream=True)
+        if s.local_reply is None:
+            s.send_response_headers({":status": "200"}, end_of_stream=True)
+        return s.downstream_response.headers.get("connection")
+
+    assert connection_header("POST", b"x") == "close"  # 403 while the body is still to come
+    assert connection_header("GET", None) is None  # upstream 200 after a complete request
+    assert records(plugin.workers[0].vm) == [1, 1]  # the filter never saw the client's cert header
+    body_400 = Host().load_plugin(build({"proxy_on_request_body": reply % 400 + " (i32.const 0)"}, {"b": "no"})).http_stream()
+    body_400.send_request_headers({":method": "POST", ":path": "/"})
+    body_400.send_request_body(b"x", end_of_stream=True)
+    assert body_400.downstream_response.headers["connection"] == "close"
+
+
+def test_trap_in_a_network_filter_closes_the_connection():
+    """Envoy 1.40 closes the downstream connection after a trap in a TCP callback (no reset)."""
+    conn = Host().load_plugin(build({"proxy_on_downstream_data": "unreachable"}), raise_on_trap=False).tcp_stream()
+    conn.send_downstream_data(b"x")
+    assert conn.closed is not None and conn.closed.startswith("closed after a failure")
