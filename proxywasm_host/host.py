@@ -133,7 +133,10 @@ class Host:
 
     `log_level` is Envoy's `wasm` logger level (default info, as Envoy's);
     `start_time` is the wall clock the filters see (default: now, then frozen);
-    `seed` makes WASI random_get and generated request ids reproducible.
+    `seed` makes WASI random_get and generated request ids reproducible;
+    `extra_vms` also runs the VMs Envoy starts besides one per worker (a base VM, a canary
+    that runs on_vm_start/on_configure and is dropped, and the main thread's VM, whose
+    ticks fire), so counts of what those callbacks log, count or store match Envoy's.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class Host:
         node_id: str = "proxywasm-host",
         cluster_name: str = "proxywasm-host",
         connection_manager_defaults: bool = True,
+        extra_vms: bool = False,
     ):
         self.log_level = LogLevel.parse(log_level)
         self.clock = VirtualClock(self, int((time.time() if start_time is None else start_time) * 1e9))
@@ -162,6 +166,7 @@ class Host:
         self.xds: dict[str, Any] = {"route_name": "", "cluster_name": "upstream", "listener_direction": 0}
         self.connection = {"source_ip": "127.0.0.1", "source_port": 54321, "destination_ip": "127.0.0.1", "destination_port": 10000}
         self.connection_manager_defaults = connection_manager_defaults
+        self.extra_vms = extra_vms
         self._connection_ids = 0
 
     # -- plugins ------------------------------------------------------------------
@@ -201,7 +206,7 @@ class Host:
     # -- time ----------------------------------------------------------------------
 
     def _tick_roots(self) -> list["RootContext"]:
-        return [w.root for p in self.plugins for w in p.workers if w.vm.failed is None]
+        return [w.root for p in self.plugins for w in p.all_workers if w.vm.failed is None]
 
     def _next_tick(self, target: int) -> tuple[int, "RootContext"] | None:
         best = None

@@ -38,6 +38,10 @@ def config_bytes(value: Any, what: str) -> bytes:
     raise TypeError(f"{what} must be str, bytes, dict or list, not {type(value).__name__}")
 
 
+#: Worker indexes of the VMs Envoy runs besides the workers' (Host(extra_vms=True)).
+BASE_VM, CANARY_VM, MAIN_THREAD_VM = -3, -2, -1
+
+
 class _VmContext(Context):
     """Context 0: what _initialize/_start/main run as."""
 
@@ -97,6 +101,7 @@ class Plugin:
         self.raise_on_trap = raise_on_trap
         self._next_worker = 0
         self._retired_logs: list[LogRecord] = []
+        self.main_thread = self._start_envoy_vms() if host.extra_vms else None
         self.workers = [self._start_worker(i) for i in range(workers)]
 
     # -- VM lifecycle ----------------------------------------------------------
@@ -107,17 +112,34 @@ class Plugin:
         return (self.module.sha256, self.vm_id, self.vm_configuration, tuple(sorted(self.environment.items())),
                 self.deadline_ms, self.memory_limit)
 
+    def _start_envoy_vms(self, fresh: bool = False) -> Worker:
+        """The VMs Envoy runs besides the workers' (Host(extra_vms=True)): a base VM that only
+        starts, a canary that also runs on_vm_start/on_configure and is dropped, and the main
+        thread's VM, which keeps its root context (its ticks fire). Their logs are the plugin's."""
+        if fresh or self.host.shared_vm(self._vm_key(), BASE_VM) is None:
+            base = self._new_vm()
+            self.host.register_vm(self._vm_key(), BASE_VM, base)
+            self._retired_logs.extend(base.logs)
+        canary = self._start_worker(CANARY_VM, fresh=True)
+        self._retired_logs.extend(canary.vm.logs)
+        return self._start_worker(MAIN_THREAD_VM, fresh)
+
+    def _new_vm(self) -> Vm:
+        vm = Vm(self.module, deadline_ms=self.deadline_ms, memory_limit=self.memory_limit)
+        vm.state = VmState(vm)
+        vm.host = self.host  # type: ignore[attr-defined]
+        vm.plugin = self  # type: ignore[attr-defined]
+        vm_ctx = _VmContext(vm, self, 0)
+        vm.state.contexts[0] = vm_ctx
+        self._run_start_functions(vm, vm_ctx)
+        return vm
+
     def _start_worker(self, index: int, fresh: bool = False) -> Worker:
         vm = None if fresh else self.host.shared_vm(self._vm_key(), index)
         if vm is None:
-            vm = Vm(self.module, deadline_ms=self.deadline_ms, memory_limit=self.memory_limit)
-            vm.state = VmState(vm)
-            vm.host = self.host  # type: ignore[attr-defined]
-            vm.plugin = self  # type: ignore[attr-defined]
-            vm_ctx = _VmContext(vm, self, 0)
-            vm.state.contexts[0] = vm_ctx
-            self._run_start_functions(vm, vm_ctx)
-            self.host.register_vm(self._vm_key(), index, vm)
+            vm = self._new_vm()
+            if index != CANARY_VM:
+                self.host.register_vm(self._vm_key(), index, vm)
         root = RootContext(vm, self, vm.state.alloc_id())
         vm.state.contexts[root.id] = root
         worker = Worker(index, vm, root)
@@ -193,18 +215,21 @@ class Plugin:
             elif key == "environment":
                 value = dict(value or {})
             setattr(self, key, value)
+        self._retired_logs = list(self._retired_logs)
         try:
+            main_thread = self._start_envoy_vms(fresh=True) if self.main_thread else None
             workers = [self._start_worker(i, fresh=True) for i in range(len(self.workers))]
         except Exception:
             self.__dict__.update(saved)
             raise
-        self._retired_logs.extend(r for w in saved["workers"] for r in w.vm.logs if r.source is self)
-        self.workers = workers
+        old = [saved["main_thread"]] if saved["main_thread"] else []
+        self._retired_logs.extend(r for w in old + saved["workers"] for r in w.vm.logs if r.source is self)
+        self.main_thread, self.workers = main_thread, workers
 
     def shutdown(self) -> None:
         """Plugin teardown: proxy_on_done per root context; if it returns false the
         root stays pending until the guest calls proxy_done, then proxy_on_delete."""
-        for worker in self.workers:
+        for worker in self.all_workers:
             root, vm = worker.root, worker.vm
             if vm.failed is not None:
                 continue
@@ -238,9 +263,14 @@ class Plugin:
         return TcpStream(self, self.workers[self._pick_worker(worker)], properties)
 
     @property
+    def all_workers(self) -> list[Worker]:
+        """The workers, preceded by the main thread's VM when the host runs Envoy's extra VMs."""
+        return ([self.main_thread] if self.main_thread else []) + self.workers
+
+    @property
     def logs(self) -> list[LogRecord]:
         out = list(self._retired_logs)
-        for w in self.workers:
+        for w in self.all_workers:
             out.extend(r for r in w.vm.logs if r.source is self)
         return out
 

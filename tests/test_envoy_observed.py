@@ -142,3 +142,30 @@ def test_trap_in_a_network_filter_closes_the_connection():
     conn = Host().load_plugin(build({"proxy_on_downstream_data": "unreachable"}), raise_on_trap=False).tcp_stream()
     conn.send_downstream_data(b"x")
     assert conn.closed is not None and conn.closed.startswith("closed after a failure")
+
+
+EXTRA_VMS_FILTER = {
+    "proxy_on_vm_start": "(drop (call $proxy_define_metric (i32.const 0) {starts} (i32.const 0x300)))"
+                         " (drop (call $proxy_increment_metric (i32.load (i32.const 0x300)) (i64.const 1)))"
+                         " (drop (call $proxy_log (i32.const 2) {hello})) (i32.const 1)",
+    "proxy_on_configure": "(drop (call $proxy_set_tick_period_milliseconds (i32.const 100))) (i32.const 1)",
+    "proxy_on_tick": "(drop (call $proxy_define_metric (i32.const 0) {ticks} (i32.const 0x304)))"
+                     " (drop (call $proxy_increment_metric (i32.load (i32.const 0x304)) (i64.const 1)))",
+}
+EXTRA_VMS_STRINGS = {"starts": "starts", "ticks": "ticks", "hello": "vm started"}
+
+
+def test_extra_vms_run_start_and_configure_as_often_as_in_envoy():
+    """Envoy 1.40 with one worker (measured): wasmcustom.starts is 3 (canary, main thread, worker),
+    "vm started" is logged 3 times, and the main thread's VM ticks too (~20 ticks/s at 100 ms)."""
+    wasm = build(EXTRA_VMS_FILTER, EXTRA_VMS_STRINGS)
+    host = Host(extra_vms=True)
+    plugin = host.load_plugin(wasm)
+    host.clock.advance(seconds=1)
+    assert host.metrics["starts"] == 3
+    assert [r.message for r in plugin.logs] == ["vm started"] * 3
+    assert host.metrics["ticks"] == 20
+    plain = Host()
+    plain.load_plugin(wasm, workers=2)
+    plain.clock.advance(seconds=1)
+    assert (plain.metrics["starts"], plain.metrics["ticks"]) == (2, 20)  # by default: the workers only
