@@ -216,16 +216,20 @@ func (h *httpContext) copyProperties() {
 		sort.Strings(pairs)
 		must(proxywasm.AddHttpRequestHeader("x-go-route-limits", strings.Join(pairs, ",")))
 	}
-	for header, path := range map[string][]string{
-		"x-go-prop-method": {"request", "method"},
-		"x-go-prop-path":   {"request", "path"},
-		"x-go-source":      {"source", "address"},
-		"x-go-plugin-name": {"plugin_name"},
+	// A slice, not a map: Go randomizes map order and the headers would move around.
+	for _, p := range []struct {
+		header string
+		path   []string
+	}{
+		{"x-go-prop-method", []string{"request", "method"}},
+		{"x-go-prop-path", []string{"request", "path"}},
+		{"x-go-source", []string{"source", "address"}},
+		{"x-go-plugin-name", []string{"plugin_name"}},
 	} {
-		if v, err := proxywasm.GetProperty(path); err == nil {
-			must(proxywasm.AddHttpRequestHeader(header, string(v)))
+		if v, err := proxywasm.GetProperty(p.path); err == nil {
+			must(proxywasm.AddHttpRequestHeader(p.header, string(v)))
 		} else {
-			must(proxywasm.AddHttpRequestHeader(header, "<"+err.Error()+">"))
+			must(proxywasm.AddHttpRequestHeader(p.header, "<"+err.Error()+">"))
 		}
 	}
 }
