@@ -262,6 +262,7 @@ class HttpStream(Context):
     def send_request_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
         hm = HeaderMap.from_input(headers)
         self.plugin.host.apply_connection_manager_defaults(hm)
+        self.request.end_seen = end_of_stream  # a fail-closed answer depends on it (connection: close)
         mode = self._begin()
         if mode == "skip":
             return self._skipped("proxy_on_request_headers", hm, end_of_stream)
@@ -362,8 +363,7 @@ class HttpStream(Context):
             raw = self.invoke(callback, self.id, *args)
         except GuestTrap as trap:
             self.trap = trap
-            if self.plugin.failure_policy != "fail_open":
-                self._fail_closed()
+            self._fail_closed()  # whatever the policy: it only decides for later streams (Envoy 1.40)
             if self.plugin.raise_on_trap:
                 raise
             return None, self.local_reply is not before

@@ -118,9 +118,13 @@ class TcpStream(Context):
             self._read_buffer = bytearray()
             self._read_stopped = False
 
-    def close_connection(self) -> None:
-        """proxy_close_stream(DOWNSTREAM|UPSTREAM): close with FlushWrite."""
+    def close_connection(self, peer: str = "downstream") -> None:
+        """proxy_close_stream(DOWNSTREAM|UPSTREAM), run after the callback returns: Envoy closes
+        that side itself (FlushWrite), so the filter sees a local close, then the teardown."""
+        if self.completed:
+            return
         self.closed = self.closed or "closed by the filter"
+        self.close(peer, PeerType.LOCAL)
 
     def get_buffer(self, buffer_type: int) -> Buffer | None:
         if self._current is not None and self._current[0] == buffer_type:

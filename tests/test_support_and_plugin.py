@@ -65,7 +65,7 @@ def test_fixture_and_failure_report_show_filter_logs(pytester):
             assert False
         """
     )
-    result = pytester.runpytest(*_plugin_args())
+    result = pytester.runpytest_subprocess(*_plugin_args())
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*proxywasm filter logs*", "*[[]info[]] hello from the filter*"])
 
@@ -85,7 +85,7 @@ def test_readme_pytest_example_passes(pytester):
     example = section[start : section.index("```", start)]
     (pytester.path / "filters").symlink_to(root / "filters")
     pytester.makepyfile(test_readme_example=example)
-    result = pytester.runpytest(*_plugin_args())
+    result = pytester.runpytest_subprocess(*_plugin_args())
     result.assert_outcomes(passed=1)
 
 
