@@ -30,6 +30,10 @@ class HttpCall:
     trailers: Headers
     timeout_ms: int
     answered: bool = False
+    made_at_ns: int = 0
+
+    def __post_init__(self) -> None:
+        self.made_at_ns = self.host.clock.now_ns
 
     def respond(
         self,
@@ -38,21 +42,36 @@ class HttpCall:
         body: bytes | str = b"",
         trailers: HeadersInput = None,
     ) -> None:
-        """Deliver a response (any status is a successful callout, as in Envoy)."""
-        hm = HeaderMap([(b":status", str(status).encode())])
-        for k, v in HeaderMap.from_input(headers).pairs:
-            hm.add(k, v)
-        body_b = body.encode() if isinstance(body, str) else bytes(body)
-        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), HeaderMap.from_input(trailers)))
+        """Deliver the cluster's response (any status is a successful callout, as in Envoy).
+        Envoy's router appends x-envoy-upstream-service-time (virtual ms since the call)."""
+        hm = HeaderMap.from_input(headers)
+        if hm.get(b"x-envoy-upstream-service-time") is None:
+            elapsed_ms = (self.host.clock.now_ns - self.made_at_ns) // 1_000_000
+            hm.add(b"x-envoy-upstream-service-time", str(elapsed_ms).encode())
+        self._answer(status, hm, body, trailers)
 
     def fail(self) -> None:
-        """The callout failed (connection reset): zero headers, status BrokenConnection."""
+        """The callout stream was reset without a response: zero headers, status BrokenConnection."""
         self.root.status = (int(WasmResult.BROKEN_CONNECTION), b"reset")
         self._deliver(None)
 
     def timeout(self) -> None:
         """Envoy's async client answers a timeout with a local 504 response."""
-        self.respond(504, {"content-length": "24", "content-type": "text/plain"}, b"upstream request timeout")
+        self._local_reply(504, b"upstream request timeout")
+
+    def connection_failure(self) -> None:
+        """The cluster refused the connection: Envoy's router answers a local 503."""
+        self._local_reply(503, b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure")
+
+    def _local_reply(self, status: int, body: bytes) -> None:
+        self._answer(status, {"content-length": str(len(body)), "content-type": "text/plain"}, body, None)
+
+    def _answer(self, status: int, headers: HeadersInput, body: bytes | str, trailers: HeadersInput) -> None:
+        hm = HeaderMap([(b":status", str(status).encode())])
+        for k, v in HeaderMap.from_input(headers).pairs:
+            hm.add(k, v)
+        body_b = body.encode() if isinstance(body, str) else bytes(body)
+        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), HeaderMap.from_input(trailers)))
 
     def _deliver(self, response: CallResponse | None) -> None:
         if self.answered:
@@ -170,6 +189,9 @@ def dispatch_to_servers(host: "Host", calls: list[HttpCall], timeout: float = 5.
             )
         except httpx.TimeoutException:
             call.timeout()
+            continue
+        except httpx.ConnectError:
+            call.connection_failure()
             continue
         except httpx.HTTPError:
             call.fail()

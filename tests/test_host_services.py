@@ -163,7 +163,7 @@ def test_http_call_validation():
     assert records(vm)[6:] == [0, 0, 11]  # zero headers; get_status BrokenConnection "reset"
     assert out_bytes(vm) == b"reset"
     second.respond(503)
-    assert records(vm)[9] == 1 and not plugin.pending_http_calls
+    assert records(vm)[9] == 2 and not plugin.pending_http_calls  # :status and x-envoy-upstream-service-time
 
 
 def test_whole_header_map_property_and_connection_id_token():

@@ -150,8 +150,8 @@ def test_paused_request_resumed_from_callout_response_delivers_buffered_body():
     (pending,) = host.pending_http_calls
     assert (pending.token, pending.cluster, pending.headers[":path"]) == (4, "auth", "/")
     pending.respond(200, {"x-r": "1"}, b"ok")
-    # response on root context 1 with token 4 and 2 headers; continue delivers the whole buffered body
-    assert records(s.vm) == [0, 1, 4, 2, 0, 0, 77, 11, 1]
+    # response on root context 1 with token 4 and 3 headers (x-envoy-upstream-service-time added); continue delivers the buffered body
+    assert records(s.vm) == [0, 1, 4, 3, 0, 0, 77, 11, 1]
     assert s.upstream_request.body == b"part1-part2" and s.upstream_request.complete
 
 

@@ -242,7 +242,7 @@ def test_callout_pauses_then_resumes_with_its_answer(wasm: str) -> None:
         ("x-as-callout-status", "200"), ("x-as-callout-body", "ok alice"), ("x-as-callout-verdict", "allow")]
     assert [r.message for r in s.logs] == [
         "as_filter request #1 /orders", "as_filter callout to as_callout /check/allow: 0",
-        "as_filter callout response: headers=2 [:status,x-verdict] status=200 body_size=8 trailers=0", "as_filter continue_request: 0"]
+        "as_filter callout response: headers=3 [:status,x-verdict,x-envoy-upstream-service-time] status=200 body_size=8 trailers=0", "as_filter continue_request: 0"]
 
 
 def test_callout_denial_becomes_a_local_reply(wasm: str) -> None:
