@@ -18,7 +18,7 @@ filters: $(STAMP)
 	$(PY) filters/build.py
 
 test: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests examples -q
 
 e2e: $(STAMP)
 	$(PY) -m pytest integration -q
