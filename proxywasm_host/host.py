@@ -241,10 +241,15 @@ class Host:
     def apply_connection_manager_defaults(self, headers: HeaderMap) -> None:
         """What Envoy's HTTP connection manager does before any filter runs (HTTP/1.1,
         default settings): it removes x-forwarded-client-cert (plaintext listener, default
-        SANITIZE) and adds x-forwarded-proto and a generated x-request-id."""
+        SANITIZE) and adds x-forwarded-proto and a generated x-request-id. The HTTP/1.1 codec
+        hands filters :authority, :path, :method, :scheme first, in that order (measured)."""
         if not self.connection_manager_defaults:
             return
         headers.remove(b"x-forwarded-client-cert")
+        if headers.get(b":scheme") is None:
+            headers.add(b":scheme", b"http")
+        rank = {b":authority": 0, b":path": 1, b":method": 2, b":scheme": 3}
+        headers.pairs.sort(key=lambda kv: rank.get(kv[0], 4))  # stable: other headers keep their order
         if headers.get(b"x-forwarded-proto") is None:
             headers.add(b"x-forwarded-proto", b"http")
         if headers.get(b"x-request-id") is None:

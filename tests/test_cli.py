@@ -353,7 +353,7 @@ def test_run_pass_through(capsys, modules, tmp_path):
     assert code == 0 and err == ""
     assert ("phases:\n  proxy_on_request_headers: Continue (returned 0)\n  proxy_on_request_body: Continue (returned 0)\n"
             "  proxy_on_response_headers: Continue (returned 0)\n  proxy_on_response_body: NotCalled\n") in out
-    assert "upstream request:\n  :method: POST\n  :path: /x\n  :authority: localhost\n" in out
+    assert "upstream request:\n  :authority: localhost\n  :path: /x\n  :method: POST\n  :scheme: http\n" in out
     assert "  x-seen: 1\n  x-tag: blue\n  body: 'hello'\n" in out
     assert "response to client:\n  :status: 200\n  content-type: text/plain\n  x-filtered: yes\n  body: 'world'\n" in out
     assert "local reply: none" in out and "pending HTTP callouts: none" in out

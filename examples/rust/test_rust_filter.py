@@ -77,7 +77,7 @@ def test_the_filter_sees_every_request_header(plugin) -> None:
     stream.send_request_headers(get(**{"x-b": "2", "x-a": "1"}), end_of_stream=True)
     upstream = stream.upstream_request.headers
     assert upstream["x-edge-header-names"] == "x-b,x-a,x-forwarded-proto,x-request-id"
-    assert upstream["x-edge-header-count"] == "7"  # 3 pseudo-headers + 4
+    assert upstream["x-edge-header-count"] == "8"  # 4 pseudo-headers (Envoy adds :scheme) + 4
 
 
 def test_response_headers(plugin) -> None:
