@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .abi import BufferType, LogLevel, MapType
 from .headers import HeaderMap
-from .logs import LogRecord, emit
+from .logs import LogRecord, emit, envoy_log_prefix
 
 if TYPE_CHECKING:
     from .http import HttpStream
@@ -89,7 +89,13 @@ class Context:
         return None
 
     def log(self, level: LogLevel, message: str) -> None:
-        emit(self.vm.logs, level, message, self.id, self.plugin)
+        emit(self.vm.logs, level, message, self.id, self.plugin, self.log_prefix)
+
+    @property
+    def log_prefix(self) -> str:
+        """What Envoy prints between "wasm log" and the message for this context."""
+        plugin = self.plugin
+        return envoy_log_prefix(plugin.name, plugin.root_id, plugin.vm_id)
 
     @property
     def logs(self) -> list[LogRecord]:
@@ -145,6 +151,10 @@ class RootContext(Context):
     @property
     def root(self) -> "RootContext":
         return self
+
+    @property
+    def log_prefix(self) -> str:
+        return envoy_log_prefix(self.plugin.vm_id)
 
     def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
         if self.grpc_metadata is not None and self.grpc_metadata[0] == map_type:

@@ -241,11 +241,12 @@ class Host:
     def apply_connection_manager_defaults(self, headers: HeaderMap) -> None:
         """What Envoy's HTTP connection manager does before any filter runs (HTTP/1.1,
         default settings): it removes x-forwarded-client-cert (plaintext listener, default
-        SANITIZE) and adds x-forwarded-proto and a generated x-request-id. The HTTP/1.1 codec
-        hands filters :authority, :path, :method, :scheme first, in that order (measured)."""
+        SANITIZE) and transfer-encoding, and adds x-forwarded-proto and a generated x-request-id.
+        The HTTP/1.1 codec hands filters :authority, :path, :method, :scheme first (measured)."""
         if not self.connection_manager_defaults:
             return
         headers.remove(b"x-forwarded-client-cert")
+        headers.remove(b"transfer-encoding")  # framing: the codec consumed it (and re-adds it upstream)
         if headers.get(b":scheme") is None:
             headers.add(b":scheme", b"http")
         rank = {b":authority": 0, b":path": 1, b":method": 2, b":scheme": 3}

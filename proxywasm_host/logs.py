@@ -18,6 +18,7 @@ class LogRecord:
     context_id: int
     plugin: str
     source: Any = field(default=None, repr=False, compare=False)  # the Plugin object (VMs may be shared)
+    prefix: str = field(default="", repr=False, compare=False)  # Envoy's: "wasm log<prefix>: <message>"
 
     def __str__(self) -> str:
         return f"[{self.level}] {self.message}"
@@ -33,8 +34,14 @@ _PY_LEVELS = {
 }
 
 
-def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: int, plugin: Any) -> None:
+def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str) -> None:
     """Record a line as Envoy's `wasm` logger would print it, and forward it to
     Python logging so pytest shows it with a failing test."""
-    records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin))
-    _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log %s: %s", plugin.name, message)
+    records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin, prefix))
+    _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log%s: %s", prefix, message)
+
+
+def envoy_log_prefix(*parts: str) -> str:
+    """Envoy's log prefix: each non-empty part after a space (stream contexts: plugin name,
+    root_id, vm_id; root contexts: vm_id only)."""
+    return "".join(" " + p for p in parts if p)

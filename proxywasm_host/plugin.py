@@ -11,7 +11,7 @@ from .errors import GuestTrap, PluginRejected
 from .hostcalls.registry import START_ALLOWED
 from .http import HttpStream
 from .tcp import TcpStream
-from .logs import LogRecord
+from .logs import LogRecord, envoy_log_prefix
 from .module import ProxyWasmModule
 from .properties import PropertyValue, normalize_overrides
 from .vm import DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_LIMIT, Vm
@@ -48,6 +48,10 @@ class _VmContext(Context):
     @property
     def root(self) -> RootContext:
         raise LookupError("the VM context has no root context")
+
+    @property
+    def log_prefix(self) -> str:
+        return envoy_log_prefix(self.plugin.vm_id)
 
 
 @dataclass

@@ -25,6 +25,16 @@ class FixedResponse:
     delay: float = 0.0  # seconds to wait before answering (slow JWKS / callout targets)
 
 
+@dataclass
+class ReceivedRequest:
+    """One request as the upstream received it (EchoUpstream(record=True))."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]  # lower-cased names, wire order
+    body: bytes
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive towards Envoy
     # Headers and body go out in two writes; without this, Nagle + delayed ACK
@@ -55,7 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
         up = self.server.owner
         with up._lock:
             up.request_count += 1
-            fixed = up._fixed.get(path_only)
+            fixed = up._fixed.get(path_only, up.default_response)
+            if up.received is not None:
+                up.received.append(ReceivedRequest(self.command, self.path, [(k.lower(), v) for k, v in self.headers.items()], body))
         if fixed is not None:
             if fixed.delay:
                 time.sleep(fixed.delay)
@@ -74,10 +86,14 @@ class _Handler(BaseHTTPRequestHandler):
             }
             status, payload = 200, json.dumps(doc).encode()
             headers = {"content-type": "application/json"}
-        self.send_response(status)
+        if up.received is None:
+            self.send_response(status)
+        else:  # recording for a parity run: exactly the response's own headers, no server/date
+            self.send_response_only(status)
         for k, v in headers.items():
             self.send_header(k, v)
-        self.send_header("content-length", str(len(payload)))
+        if "content-length" not in {k.lower() for k in headers}:
+            self.send_header("content-length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
@@ -94,8 +110,10 @@ class _Server(ThreadingHTTPServer):
 class EchoUpstream:
     """Echo server on 127.0.0.1 (port 0 = pick a free one); use as a context manager."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, record: bool = False) -> None:
         self._fixed: dict[str, FixedResponse] = {}
+        self.default_response: FixedResponse | None = None  # served for paths without a fixed response
+        self.received: list[ReceivedRequest] | None = [] if record else None
         self._lock = threading.Lock()
         self.request_count = 0
         self._server = _Server((host, port), _Handler)

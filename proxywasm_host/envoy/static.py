@@ -1,0 +1,167 @@
+"""A real Envoy from a static bootstrap: Wasm HTTP filters (or one network filter) in a chain
+with their own VM configuration, vm_id and failure policy, route metadata, and any clusters.
+Used by parity runs, which need what an ECDS-mounted filter cannot express."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .validate import find_envoy
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+WASM_HTTP = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+WASM_NET = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+STRING = "type.googleapis.com/google.protobuf.StringValue"
+#: "wasm log<prefix>: <message>" at a level, as Envoy prints a filter's log line (the prefix is
+#: " <name> <root_id> <vm_id>" for streams, " <vm_id>" for root contexts, empty parts left out)
+_WASM_LOG = re.compile(r"^\[[^\]]*\]\[\d+\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log([^:]*): (.*)$")
+_LEVEL_NAMES = {"warning": "warn"}
+
+
+class EnvoyRefused(RuntimeError):
+    """Envoy would not start with this configuration (e.g. it refused a module); `.log` has why."""
+
+    def __init__(self, message: str, log: str):
+        super().__init__(message)
+        self.log = log
+
+
+def plugin_config(name: str, wasm: str, configuration: str = "", vm_configuration: str = "", root_id: str = "",
+                  vm_id: str = "", failure_policy: str = "FAIL_CLOSED") -> dict[str, Any]:
+    """envoy.extensions.wasm.v3.PluginConfig for a module file on disk."""
+    return {"name": name, "root_id": root_id, "failure_policy": failure_policy,
+            "configuration": {"@type": STRING, "value": configuration},
+            "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
+                          "configuration": {"@type": STRING, "value": vm_configuration},
+                          "code": {"local": {"filename": wasm}}}}
+
+
+def cluster(name: str, port: int) -> dict[str, Any]:
+    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+            "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+
+
+def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Listener "main": the Wasm filters in order, then the router to cluster "upstream"."""
+    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    if route_metadata:
+        route["metadata"] = route_metadata
+    filters = [{"name": f"wasm_{i}", "typed_config": {"@type": WASM_HTTP, "config": p}} for i, p in enumerate(plugins)]
+    return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
+                "@type": HCM, "stat_prefix": "main", "http_filters": [*filters, ROUTER],
+                "route_config": {"name": "main_route", "virtual_hosts": [
+                    {"name": "all", "domains": ["*"], "routes": [route]}]}}}]}]}
+
+
+def tcp_listener(plugin: dict[str, Any]) -> dict[str, Any]:
+    """Listener "main": one Wasm network filter, then tcp_proxy to cluster "upstream"."""
+    return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "filter_chains": [{"filters": [
+                {"name": "wasm_tcp", "typed_config": {"@type": WASM_NET, "config": plugin}},
+                {"name": "tcp", "typed_config": {"@type": TCP_PROXY, "stat_prefix": "tcp", "cluster": "upstream"}}]}]}
+
+
+class StaticEnvoy:
+    """One Envoy process from a static bootstrap (listener "main"), stopped on exit."""
+
+    def __init__(self, listener: dict[str, Any], clusters: dict[str, int], *, concurrency: int = 1,
+                 node: dict[str, Any] | None = None, component_log_level: str = "wasm:info",
+                 start_timeout: float = 30.0):
+        self.dir = Path(tempfile.mkdtemp(prefix="proxywasm-envoy-static-"))
+        self.log_path = self.dir / "envoy.log"
+        boot = {"node": node or {"id": "proxywasm-host", "cluster": "proxywasm-host"},
+                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+                "static_resources": {"listeners": [listener],
+                                     "clusters": [cluster(n, p) for n, p in clusters.items()]}}
+        (self.dir / "bootstrap.json").write_text(json.dumps(boot, indent=1))
+        self.args = [find_envoy(), "-c", str(self.dir / "bootstrap.json"), "--disable-hot-restart",
+                     "--concurrency", str(concurrency), "--log-level", "info",
+                     "--component-log-level", component_log_level,
+                     "--admin-address-path", str(self.dir / "admin.txt"), "--drain-time-s", "1"]
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.admin = ""
+        self.port = 0
+
+    def __enter__(self) -> "StaticEnvoy":
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(self.args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + self.start_timeout
+        while not self._ready():
+            if self.proc.poll() is not None:
+                log = self.log()
+                self.__exit__()
+                raise EnvoyRefused(f"Envoy exited ({self.proc.returncode}): {_last_error(log)}", log)
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise EnvoyRefused(f"Envoy was not ready within {self.start_timeout:.0f} s", self.log())
+            time.sleep(0.05)
+        listeners = httpx.get(self.admin + "/listeners?format=json", timeout=5).json()["listener_statuses"]
+        self.port = {x["name"]: x["local_address"]["socket_address"]["port_value"] for x in listeners}["main"]
+        return self
+
+    def _ready(self) -> bool:
+        admin = self.dir / "admin.txt"
+        if not admin.exists() or not admin.read_text().strip():
+            return False
+        self.admin = "http://" + admin.read_text().strip()
+        try:
+            return httpx.get(self.admin + "/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if exc and exc[0] is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stats(self, prefix: str = "wasmcustom.") -> dict[str, str]:
+        text = httpx.get(self.admin + "/stats", timeout=5).text
+        return {k: v for k, _, v in (line.partition(": ") for line in text.splitlines()) if k.startswith(prefix)}
+
+    def filter_logs(self) -> list[tuple[str, str, str]]:
+        """(level, prefix, message) of every filter log line, in order; a message that
+        spans lines (an embedded newline) is joined back."""
+        out: list[tuple[str, str, str]] = []
+        continuing = False
+        for line in self.log().splitlines():
+            m = _WASM_LOG.match(line)
+            if m:
+                out.append((_LEVEL_NAMES.get(m.group(1), m.group(1)), m.group(2), m.group(3)))
+                continuing = True
+            elif continuing and out and not line.startswith("[20"):
+                level, name, message = out[-1]
+                out[-1] = (level, name, message + "\n" + line)
+            else:
+                continuing = False
+        return out
+
+
+def _last_error(log: str) -> str:
+    lines = [line for line in log.splitlines() if "[critical]" in line or "[error]" in line]
+    return (lines[-1].split("] ", 3)[-1] if lines else (log.strip().splitlines() or ["no output"])[-1])[:300]

