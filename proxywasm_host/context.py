@@ -154,7 +154,7 @@ class RootContext(Context):
 
     @property
     def log_prefix(self) -> str:
-        return envoy_log_prefix(self.plugin.vm_id)
+        return envoy_log_prefix(self.plugin.root_id, self.plugin.vm_id)
 
     def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
         if self.grpc_metadata is not None and self.grpc_metadata[0] == map_type:

@@ -165,6 +165,7 @@ class Host:
         self.node = {"id": node_id, "cluster": cluster_name}
         self.xds: dict[str, Any] = {"route_name": "", "cluster_name": "upstream", "listener_direction": 0}
         self.connection = {"source_ip": "127.0.0.1", "source_port": 54321, "destination_ip": "127.0.0.1", "destination_port": 10000}
+        self.upstream_address = ("127.0.0.1", 8080)  # the host of cluster "upstream"
         self.connection_manager_defaults = connection_manager_defaults
         self.extra_vms = extra_vms
         self._connection_ids = 0
@@ -233,6 +234,11 @@ class Host:
             "destination": {"address": f"{conn['destination_ip']}:{conn['destination_port']}", "port": conn["destination_port"]},
             "connection": {"id": connection_id, "mtls": False},
         }
+
+    def upstream_attributes(self) -> dict[str, Any]:
+        """upstream.* once a stream or connection has an upstream host (Envoy: from the router or tcp_proxy)."""
+        ip, port = self.upstream_address
+        return {"address": f"{ip}:{port}", "port": port}
 
     def next_connection_id(self) -> int:
         self._connection_ids += 1

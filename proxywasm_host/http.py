@@ -514,6 +514,8 @@ class HttpStream(Context):
                 response["trailers"] = self.response.trailers.view().to_dict()
         attrs["response"] = response
         attrs.update(self.plugin.host.connection_attributes(self.connection_id))
+        if self.upstream_request.headers is not None:  # the router has picked the upstream host
+            attrs["upstream"] = self.plugin.host.upstream_attributes()
         return attrs
 
 

@@ -42,6 +42,6 @@ def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: in
 
 
 def envoy_log_prefix(*parts: str) -> str:
-    """Envoy's log prefix: each non-empty part after a space (stream contexts: plugin name,
-    root_id, vm_id; root contexts: vm_id only)."""
+    """Envoy's log prefix: each non-empty part after a space (measured on 1.40: stream contexts
+    print the plugin name, root_id and vm_id; root contexts root_id and vm_id)."""
     return "".join(" " + p for p in parts if p)

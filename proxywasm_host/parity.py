@@ -182,7 +182,7 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
 
 def _log_group(prefix: str) -> str:
     """Log lines are compared per Envoy log prefix: stream contexts print the plugin's name,
-    root_id and vm_id; root contexts only the vm_id (so several plugins' root lines share one)."""
+    root_id and vm_id; root contexts root_id and vm_id (plugins may share one)."""
     return f"'wasm log{prefix}:'"
 
 

@@ -28,6 +28,7 @@ class TcpStream(Context):
         self.downstream_received = bytearray()  # what the client got from the upstream
         self.closed: str | None = None  # why the connection ended
         self.trap: GuestTrap | None = None
+        self._upstream_talked = False
         self._read_buffer = bytearray()  # held while the filter stops reading
         self._read_stopped = False
         self._current: tuple[int, Buffer] | None = None
@@ -75,6 +76,7 @@ class TcpStream(Context):
     def send_upstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
         """Bytes from the upstream (proxy_on_upstream_data)."""
         self._check_open()
+        self._upstream_talked = True
         buf = bytearray(data)
         raw = self._on_data(BufferType.UPSTREAM_DATA, "proxy_on_upstream_data", buf, end_of_stream)
         if raw == 0 and self.closed is None:
@@ -109,7 +111,10 @@ class TcpStream(Context):
     # -- guest side ----------------------------------------------------------------
 
     def attributes(self) -> dict[str, Any]:
-        return self.plugin.host.connection_attributes(self.connection_id)
+        attrs = self.plugin.host.connection_attributes(self.connection_id)
+        if self.upstream_received or self._upstream_talked:  # tcp_proxy has its upstream connection
+            attrs["upstream"] = self.plugin.host.upstream_attributes()
+        return attrs
 
     def resume_reading(self) -> None:
         """proxy_continue_stream(DOWNSTREAM): Envoy's continueReading."""

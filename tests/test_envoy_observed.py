@@ -169,3 +169,33 @@ def test_extra_vms_run_start_and_configure_as_often_as_in_envoy():
     plain.load_plugin(wasm, workers=2)
     plain.clock.advance(seconds=1)
     assert (plain.metrics["starts"], plain.metrics["ticks"]) == (2, 20)  # by default: the workers only
+
+
+def test_log_lines_carry_envoy_prefix():
+    """Envoy 1.40 prints "wasm log<prefix>: message" (measured): stream contexts " name root_id vm_id",
+    root contexts " root_id vm_id", empty parts left out."""
+    wasm = build({"proxy_on_vm_start": "(drop (call $proxy_log (i32.const 2) {m})) (i32.const 1)",
+                  "proxy_on_request_headers": "(drop (call $proxy_log (i32.const 2) {m})) (i32.const 0)"}, {"m": "x"})
+    for (name, root_id, vm_id), (root, stream) in {("n", "r", "v"): (" r v", " n r v"), ("n", "", "v"): (" v", " n v"),
+                                                   ("", "", ""): ("", "")}.items():
+        plugin = Host().load_plugin(wasm, name=name, root_id=root_id, vm_id=vm_id)
+        plugin.http_stream().send_request_headers({":path": "/"}, end_of_stream=True)
+        assert [r.prefix for r in plugin.logs] == [root, stream]
+
+
+def test_upstream_address_once_the_upstream_is_picked():
+    """Envoy 1.40 (found with the Go SDK's network example): upstream.address is NotFound in
+    on_request_headers and answers in on_response_headers and in on_upstream_data."""
+    strings = {"addr": "upstream\0address"}
+    get = "(call $rec (call $proxy_get_property {addr} (i32.const 0x100) (i32.const 0x104)))"
+    wasm = build({"proxy_on_request_headers": get + " (i32.const 0)", "proxy_on_response_headers": get + " (i32.const 0)",
+                  "proxy_on_upstream_data": get + " (i32.const 0)"}, strings)
+    plugin = Host().load_plugin(wasm)
+    s = plugin.http_stream()
+    s.send_request_headers({":path": "/"}, end_of_stream=True)
+    s.send_response_headers({":status": "200"}, end_of_stream=True)
+    vm = plugin.workers[0].vm
+    assert records(vm) == [1, 0] and out_bytes(vm) == b"127.0.0.1:8080"
+    conn = plugin.tcp_stream()
+    conn.send_upstream_data(b"hi")
+    assert records(vm)[2] == 0
