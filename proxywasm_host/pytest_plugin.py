@@ -10,6 +10,9 @@
         env = proxywasm_envoy([WasmFilter("my_filter", "filter.wasm", configuration="{}")])
         assert httpx.get(env.url("/")).status_code == 200
 
+    def test_same_as_envoy(proxywasm_parity):
+        proxywasm_parity(Scenario([Filter("filter.wasm", configuration="{}")]))
+
 When a test fails, the filter log lines of every host it used, and the wasm log of
 every Envoy it started, are shown in the report.
 """
@@ -55,6 +58,15 @@ def proxywasm_envoy(request: pytest.FixtureRequest) -> Iterator[Callable[..., "E
             return env
 
         yield start
+
+
+@pytest.fixture
+def proxywasm_parity() -> Callable[..., Any]:
+    """``proxywasm_parity(Scenario([...]))``: the same requests through a real Envoy 1.40 and the
+    host; fails with each differing observation (both values) and both filter logs."""
+    from .parity import assert_parity
+
+    return assert_parity
 
 
 @pytest.hookimpl(hookwrapper=True)

