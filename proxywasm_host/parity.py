@@ -82,6 +82,7 @@ class Request:
     headers: HeadersArg = field(default_factory=dict)
     body: Union[bytes, str, list[Union[bytes, str]], None] = None
     trailers: HeadersArg | None = None
+    after_ms: float = 0  # time to let pass before sending it (ticks fire): Envoy sleeps, the host's clock advances
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Scenario:
     callouts: dict[str, Response] = field(default_factory=dict)  # cluster name -> its answer
     route_metadata: dict[str, Any] | None = None
     log_level: str = "info"
+    workers: int = 1  # Envoy's --concurrency; all requests share one connection, so one worker serves them
 
 
 @dataclass
@@ -271,11 +273,15 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
             plugins.append(host.load_plugin(
                 bytes(f.module) if isinstance(f.module, (bytes, bytearray)) else str(f.module), name=f.name, root_id=f.root_id,
                 vm_id=f.vm_id, configuration=f.configuration, vm_configuration=f.vm_configuration,
-                failure_policy=f.failure_policy, raise_on_trap=False))
+                failure_policy=f.failure_policy, raise_on_trap=False, workers=scenario.workers))
     except (ModuleLoadError, PluginRejected) as exc:
         return Side(refusal=str(exc).splitlines()[0])
     side = Side()
+    _answer_callouts(host, scenario, [])  # calls made while starting (compared per request only)
     for req in scenario.requests:
+        if req.after_ms:
+            host.clock.advance(ms=req.after_ms)
+            _answer_callouts(host, scenario, [])
         side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties))
     for record in (r for p in plugins for r in p.logs):
         side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
@@ -293,7 +299,7 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
     callouts: list[tuple[str, str, str, HeaderList, bytes]] = []
     streams = []
     for plugin in plugins:  # decoding: each filter gets what the previous one let through
-        s = plugin.http_stream(properties=properties)
+        s = plugin.http_stream(worker=0, properties=properties)
         streams.append(s)
         s.send_request_headers(headers, end_of_stream=not chunks and trailers is None)
         _answer_callouts(host, sc, callouts)
@@ -388,12 +394,15 @@ def run_envoy(scenario: Scenario) -> Side:
         listener = http_listener(configs, scenario.route_metadata)
         try:
             env = stack.enter_context(StaticEnvoy(listener, {c: s.port for c, s in servers.items()},
+                                                  concurrency=scenario.workers,
                                                   component_log_level=f"wasm:{scenario.log_level}"))
         except EnvoyRefused as exc:
             return Side(refusal=str(exc), log_text=exc.log[-4000:])
         side = Side()
         conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
         for req in scenario.requests:
+            if req.after_ms:
+                time.sleep(req.after_ms / 1000)
             side.exchanges.append(_envoy_exchange(conn, req, servers))
         conn.close()
         _settle(env)
