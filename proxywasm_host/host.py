@@ -2,6 +2,7 @@
 metrics, clusters for callouts, foreign functions, and the plugins it runs."""
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -134,6 +135,7 @@ class Host:
     `log_level` is Envoy's `wasm` logger level (default info, as Envoy's);
     `start_time` is the wall clock the filters see (default: now, then frozen);
     `seed` makes WASI random_get and generated request ids reproducible;
+    `trace` (default: $PROXYWASM_TRACE) records every callback and hostcall in `host.trace`;
     `extra_vms` also runs the VMs Envoy starts besides one per worker (a base VM, a canary
     that runs on_vm_start/on_configure and is dropped, and the main thread's VM, whose
     ticks fire), so counts of what those callbacks log, count or store match Envoy's.
@@ -149,6 +151,7 @@ class Host:
         cluster_name: str = "proxywasm-host",
         connection_manager_defaults: bool = True,
         extra_vms: bool = False,
+        trace: bool | None = None,
     ):
         self.log_level = LogLevel.parse(log_level)
         self.clock = VirtualClock(self, int((time.time() if start_time is None else start_time) * 1e9))
@@ -168,6 +171,12 @@ class Host:
         self.upstream_address = ("127.0.0.1", 8080)  # the host of cluster "upstream"
         self.connection_manager_defaults = connection_manager_defaults
         self.extra_vms = extra_vms
+        if trace is None:
+            trace = os.environ.get("PROXYWASM_TRACE", "") not in ("", "0")
+        #: every callback and hostcall of the workers' VMs with arguments and result, as Envoy's
+        #: wasm:trace prints them; trace_main_thread has those of the extra VMs (extra_vms=True)
+        self.trace: list[str] | None = [] if trace else None
+        self.trace_main_thread: list[str] | None = [] if trace else None
         self._connection_ids = 0
 
     # -- plugins ------------------------------------------------------------------

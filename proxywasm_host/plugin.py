@@ -14,7 +14,7 @@ from .tcp import TcpStream
 from .logs import LogRecord, envoy_log_prefix
 from .module import ProxyWasmModule
 from .properties import PropertyValue, normalize_overrides
-from .vm import DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_LIMIT, Vm
+from .vm import DEFAULT_DEADLINE_MS, DEFAULT_MEMORY_LIMIT, TracedVm, Vm
 
 if TYPE_CHECKING:
     from .callouts import GrpcCallout, HttpCall
@@ -121,15 +121,17 @@ class Plugin:
         starts, a canary that also runs on_vm_start/on_configure and is dropped, and the main
         thread's VM, which keeps its root context (its ticks fire). Their logs are the plugin's."""
         if fresh or self.host.shared_vm(self._vm_key(), BASE_VM) is None:
-            base = self._new_vm()
+            base = self._new_vm(BASE_VM)
             self.host.register_vm(self._vm_key(), BASE_VM, base)
             self._retired_logs.extend(base.logs)
         canary = self._start_worker(CANARY_VM, fresh=True)
         self._retired_logs.extend(canary.vm.logs)
         return self._start_worker(MAIN_THREAD_VM, fresh)
 
-    def _new_vm(self) -> Vm:
-        vm = Vm(self.module, deadline_ms=self.deadline_ms, memory_limit=self.memory_limit)
+    def _new_vm(self, index: int) -> Vm:
+        options = {"deadline_ms": self.deadline_ms, "memory_limit": self.memory_limit}
+        trace = self.host.trace if index >= 0 else self.host.trace_main_thread
+        vm = Vm(self.module, **options) if trace is None else TracedVm(self.module, trace, **options)
         vm.state = VmState(vm)
         vm.host = self.host  # type: ignore[attr-defined]
         vm.plugin = self  # type: ignore[attr-defined]
@@ -141,7 +143,7 @@ class Plugin:
     def _start_worker(self, index: int, fresh: bool = False) -> Worker:
         vm = None if fresh else self.host.shared_vm(self._vm_key(), index)
         if vm is None:
-            vm = self._new_vm()
+            vm = self._new_vm(index)
             if index != CANARY_VM:
                 self.host.register_vm(self._vm_key(), index, vm)
         root = RootContext(vm, self, vm.state.alloc_id())

@@ -82,6 +82,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
                 lines.append(f"{plugin.name or plugin.root_id or 'plugin'} ctx={record.context_id} {record}")
     if lines:
         report.sections.append(("proxywasm filter logs", "\n".join(lines)))
+    traces = [host.trace[-400:] for host in item.stash.get(_HOSTS, []) if host.trace]
+    if traces:
+        report.sections.append(("proxywasm hostcall trace (last 400 lines per host)", "\n".join(sum(traces, []))))
     envoys = item.stash.get(_ENVOYS, [])
     if envoys:
         from .envoy.fixtures import harness_report_sections

@@ -174,7 +174,8 @@ class Vm:
         from .abi import WASI_EFAULT, WasmResult
 
         bad = WASI_EFAULT if hc.is_wasi else int(WasmResult.INVALID_MEMORY_ACCESS)
-        fn = _trampoline_factory(hc.params, hc.results)(self, hc, hc.handler, bad)
+        handler = self._handler(import_module, hc, bad)
+        fn = _trampoline_factory(hc.params, hc.results)(self, hc, handler, bad)
         cb = _CALLBACK(fn)
         self._callbacks.append(cb)
         conv = {"u": wasmtime.ValType.i32(), "i": wasmtime.ValType.i32(), "I": wasmtime.ValType.i64()}
@@ -185,6 +186,9 @@ class Vm:
         )
         if err:
             raise wasmtime.WasmtimeError._from_ptr(err)
+
+    def _handler(self, import_module: str, hc: Hostcall, bad_pointer_result: int) -> Callable[..., int | None]:
+        return hc.handler
 
     # -- calling the guest ---------------------------------------------------
 
@@ -287,3 +291,33 @@ def _split_trap_message(message: str) -> tuple[str, str]:
     bt_lines = [l for l in lines if l.strip()[:1].isdigit() or l.strip().startswith("at ")]
     backtrace = "wasm backtrace:\n" + "\n".join(bt_lines) if bt_lines else ""
     return detail or message.strip(), backtrace
+
+
+class TracedVm(Vm):
+    """A Vm that records every callback and hostcall with its arguments and result, in the
+    shape Envoy's `--component-log-level wasm:trace` prints them, so the two line up."""
+
+    def __init__(self, module: ProxyWasmModule, trace: list[str], **options: Any):
+        self.trace = trace
+        super().__init__(module, **options)
+
+    def _handler(self, import_module: str, hc: Hostcall, bad_pointer_result: int) -> Callable[..., int | None]:
+        name, handler, trace, void = f"{import_module}.{hc.name}", hc.handler, self.trace, not hc.results
+
+        def traced(vm: Vm, *args: int) -> int | None:
+            trace.append(f"[vm->host] {name}({', '.join(map(str, args))})")
+            try:
+                result = handler(vm, *args)
+            except BadPointer:
+                trace.append(f"[vm<-host] {name} return: {bad_pointer_result}")
+                raise
+            trace.append(f"[vm<-host] {name} return: {'void' if void else result}")
+            return result
+
+        return traced
+
+    def call(self, name: str, *args: int) -> int | None:
+        self.trace.append(f"[host->vm] {name}({', '.join(map(str, args))})")
+        result = super().call(name, *args)
+        self.trace.append(f"[host<-vm] {name} return: {'void' if result is None else result}")
+        return result

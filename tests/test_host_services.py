@@ -205,3 +205,23 @@ def test_wasi_calls_the_go_runtime_makes_while_starting():
     vm = Host().load_plugin(build({"_initialize": start}, imports=imports)).workers[0].vm
     assert records(vm) == [0, 1, 8, 0, 52, 8]
     assert vm.memory.read(0x220, 24) == struct.pack("<QQQ", 0, 64, 0)  # FD_WRITE right only, as cpp-host
+
+
+def test_trace_records_callbacks_and_hostcalls_as_envoy_prints_them(monkeypatch):
+    """Host(trace=True) (or PROXYWASM_TRACE=1): Envoy's wasm:trace lines, e.g. for this module
+    "[vm->host] env.proxy_log(2, 4096, 2)" then "[vm<-host] env.proxy_log return: 0"."""
+    wasm = build({"proxy_on_request_headers": "(drop (call $proxy_log (i32.const 2) {m})) (i32.const 0)"}, {"m": "hi"})
+    monkeypatch.setenv("PROXYWASM_TRACE", "1")
+    host = Host()
+    plugin = host.load_plugin(wasm)
+    start = len(host.trace)
+    plugin.http_stream().send_request_headers({":path": "/"}, end_of_stream=True)
+    assert host.trace[start:] == [
+        "[host->vm] proxy_on_context_create(2, 1)", "[host<-vm] proxy_on_context_create return: void",
+        "[host->vm] proxy_on_request_headers(2, 4, 1)",
+        "[vm->host] env.proxy_log(2, 4096, 2)", "[vm<-host] env.proxy_log return: 0",
+        "[host<-vm] proxy_on_request_headers return: 0",
+    ]
+    assert host.trace[:2] == ["[host->vm] proxy_on_context_create(1, 0)", "[host<-vm] proxy_on_context_create return: void"]
+    monkeypatch.delenv("PROXYWASM_TRACE")
+    assert Host().trace is None

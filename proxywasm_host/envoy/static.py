@@ -27,6 +27,8 @@ STRING = "type.googleapis.com/google.protobuf.StringValue"
 #: " <name> <root_id> <vm_id>" for streams, " <vm_id>" for root contexts, empty parts left out)
 _WASM_LOG = re.compile(r"^\[[^\]]*\]\[\d+\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log([^:]*): (.*)$")
 _LEVEL_NAMES = {"warning": "warn"}
+#: a wasm:trace line: "[<time>][<thread>][trace][wasm] [...wasm_vm.cc:N] [host->vm] proxy_on_…(…)"
+_TRACE = re.compile(r"^\[[^\]]*\]\[(\d+)\]\[trace\]\[wasm\] \[[^\]]*wasm_vm\.cc:\d+\] (\[(?:host|vm)(?:->|<-)(?:host|vm)\] .*)$")
 
 
 class EnvoyRefused(RuntimeError):
@@ -160,6 +162,17 @@ class StaticEnvoy:
             else:
                 continuing = False
         return out
+
+
+def trace_by_thread(log: str) -> dict[str, list[str]]:
+    """The callbacks and hostcalls of a wasm:trace log, per Envoy thread id, in the host's
+    `Host(trace=True)` format."""
+    out: dict[str, list[str]] = {}
+    for line in log.splitlines():
+        m = _TRACE.match(line)
+        if m:
+            out.setdefault(m.group(1), []).append(m.group(2))
+    return out
 
 
 def _last_error(log: str) -> str:
