@@ -60,3 +60,20 @@ def keys() -> "Keys":
     from scenarios import Keys
 
     return Keys()
+
+
+@pytest.fixture(scope="session")
+def play() -> Any:
+    """``play(env, case)``: a scenario's requests (scenarios.py) through an ECDS-mounted Envoy
+    harness, in order on one keep-alive connection; fails unless each status is the expected one.
+    Returns the httpx responses (the e2e tests check Envoy alone; test_parity.py compares)."""
+    import httpx
+
+    def run(env: EnvoyHarness, case: Any) -> list[httpx.Response]:
+        with httpx.Client(timeout=10) as client:
+            out = [client.request(r.method, env.url(r.path), headers=r.headers) for r in case.scenario.requests]
+        bad = case.mismatches([r.status_code for r in out])
+        assert not bad, f"{case.name}:\n" + "\n".join(bad)
+        return out
+
+    return run

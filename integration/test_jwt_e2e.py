@@ -16,8 +16,8 @@ import pytest
 from proxywasm_host.envoy import EchoUpstream, EnvoyHarness, WasmFilter
 from proxywasm_host.envoy.fixtures import envoy_harness
 
-from scenarios import (AUTHORITY, ISS, JWKS_BROKEN_PATH, JWKS_PATH, Keys, bearer, check_expectations,
-                       decode_payload, jwt_local_config, jwt_local_scenario, jwt_remote_config, run_envoy, wasm_path)
+from scenarios import (AUTHORITY, ISS, JWKS_BROKEN_PATH, JWKS_PATH, Keys, bearer, decode_payload, jwt_local_config,
+                       jwt_local_scenario, jwt_remote_config, wasm_path)
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +102,8 @@ def test_spoofed_claim_headers_are_replaced(local: EnvoyHarness, keys: Keys) -> 
     assert len([v for k, v in seen if k == "x-jwt-payload"]) == 1
 
 
-def test_whole_local_scenario(local: EnvoyHarness, keys: Keys) -> None:
-    sc = jwt_local_scenario(keys)
-    check_expectations(sc, run_envoy(local, sc), "envoy")
+def test_whole_local_scenario(local: EnvoyHarness, keys: Keys, play) -> None:
+    play(local, jwt_local_scenario(keys))
 
 
 def test_remote_jwks_served_from_cluster(jwt_env: EnvoyHarness, keys: Keys) -> None:
