@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import tempfile
 import time
 from contextlib import ExitStack
@@ -83,6 +84,20 @@ class Request:
     body: Union[bytes, str, list[Union[bytes, str]], None] = None
     trailers: HeadersArg | None = None
     after_ms: float = 0  # time to let pass before sending it (ticks fire): Envoy sleeps, the host's clock advances
+    paused_ms: float = 0  # time a filter may keep it paused (e.g. until a tick resumes it): Envoy just waits;
+    #                       the host's clock advances by this much while the request is still paused
+
+
+@dataclass
+class Refused:
+    """A callout cluster whose endpoint refuses connections: Envoy's async client answers with
+    the router's own 503; the cluster receives nothing."""
+
+
+#: A cluster's answer: one Response for every path, a Response per path (query left out; other
+#: paths get NOT_LISTED), or Refused.
+Answer = Union[Response, dict[str, Response], Refused]
+NOT_LISTED = Response(404, {"content-type": "text/plain"}, "no answer for this path")
 
 
 @dataclass
@@ -90,7 +105,7 @@ class Scenario:
     filters: list[Filter]
     requests: list[Request] = field(default_factory=lambda: [Request(), Request()])
     upstream: Response = field(default_factory=Response)
-    callouts: dict[str, Response] = field(default_factory=dict)  # cluster name -> its answer
+    callouts: dict[str, Answer] = field(default_factory=dict)  # cluster name -> its answer
     route_metadata: dict[str, Any] | None = None
     log_level: str = "info"
     workers: int = 1  # Envoy's --concurrency; all requests share one connection, so one worker serves them
@@ -313,16 +328,18 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
             else:
                 s.send_request_body(b"", end_of_stream=True)
             _answer_callouts(host, sc, callouts)
+        if req.paused_ms and s.local_reply is None and not s.upstream_request.complete:
+            host.clock.advance(ms=req.paused_ms)
+            _answer_callouts(host, sc, callouts)
         if s.local_reply is not None or not s.upstream_request.complete:
             break
         up = s.upstream_request
         headers = list(up.headers.items())
         chunks = [up.body] if up.body else []
         trailers = list(up.trailers.items()) if up.trailers is not None else None
-    upstream = None
     last = streams[-1]
+    upstream = _sent_upstream(streams, len(plugins), authority)
     if len(streams) == len(plugins) and last.local_reply is None and last.upstream_request.complete:
-        upstream = ([("host", authority), *headers], b"".join(chunks))  # the router sends it upstream
         response, body = _response_pairs(sc.upstream)
         response = [(":status", str(sc.upstream.status)), *response]
         encoders = streams
@@ -348,6 +365,16 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
                     sorted(callouts, key=lambda c: c[0]))
 
 
+def _sent_upstream(streams: list[Any], filters: int, authority: str) -> tuple[HeaderList, bytes] | None:
+    """What the router sent upstream: the request headers as soon as the last filter let them
+    through, and the body it let through so far, even when a filter then answers locally (Envoy
+    resets the upstream request, which has already received them)."""
+    up = streams[-1].upstream_request
+    if len(streams) < filters or up.headers is None:
+        return None
+    return [("host", authority), *up.headers.items()], up.body or b""
+
+
 def _upstream_view(upstream: tuple[HeaderList, bytes] | None) -> tuple[HeaderList, bytes] | None:
     """What the upstream receives from Envoy's HTTP/1.1 codec: without a content-length, a body
     goes chunked."""
@@ -363,37 +390,47 @@ def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, H
     """Answer every pending HTTP callout with its cluster's response, as the cluster would."""
     while host.pending_http_calls:
         call = host.pending_http_calls[0]
+        path = call.headers.get(":path") or ""
+        answer = _answer(sc, call.cluster, path)
+        if answer is None:  # refused: nothing reached the cluster
+            call.connection_failure()
+            continue
         wire = [("host", call.headers.get(":authority") or ""), *call.headers.items()]
         if call.body and call.headers.get("content-length") is None:
             wire.append(("content-length", str(len(call.body))))
-        seen.append((call.cluster, call.headers.get(":method") or "", call.headers.get(":path") or "",
-                     _headers(wire, _CALLOUT_MASK), call.body))
-        answer = sc.callouts.get(call.cluster) or sc.upstream
+        seen.append((call.cluster, call.headers.get(":method") or "", path, _headers(wire, _CALLOUT_MASK), call.body))
         pairs, body = _response_pairs(answer)
         call.respond(answer.status, pairs, body)
+
+
+def _answer(sc: Scenario, cluster: str, path: str) -> Response | None:
+    """What `cluster` answers to `path` (None: it refuses the connection)."""
+    answer = sc.callouts.get(cluster, sc.upstream)
+    if isinstance(answer, Refused):
+        return None
+    if isinstance(answer, dict):
+        return answer.get(path.split("?", 1)[0], NOT_LISTED)
+    return answer
 
 
 # -- Envoy -----------------------------------------------------------------------------------
 
 def run_envoy(scenario: Scenario) -> Side:
     from .envoy.static import EnvoyRefused, StaticEnvoy, http_listener, plugin_config
-    from .envoy.upstream import EchoUpstream, FixedResponse
 
     scenario = _named(scenario)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxywasm-parity-")))
-        servers = {}
-        for cluster in ("upstream", *scenario.callouts):
-            server = stack.enter_context(EchoUpstream(record=True))
-            pairs, body = _response_pairs(scenario.callouts.get(cluster) or scenario.upstream)
-            answer = scenario.callouts.get(cluster) or scenario.upstream
-            server.default_response = FixedResponse(answer.status, body, dict(pairs))
-            servers[cluster] = server
+        servers = {cluster: stack.enter_context(_cluster_server(answer))
+                   for cluster, answer in {"upstream": scenario.upstream, **scenario.callouts}.items()
+                   if not isinstance(answer, Refused)}
+        ports = {cluster: servers[cluster].port if cluster in servers else _closed_port()
+                 for cluster in ("upstream", *scenario.callouts)}
         configs = [plugin_config(f.name, _module_file(f, workdir, i), f.configuration, f.vm_configuration, f.root_id,
                                  f.vm_id, f.failure_policy.upper()) for i, f in enumerate(scenario.filters)]
         listener = http_listener(configs, scenario.route_metadata)
         try:
-            env = stack.enter_context(StaticEnvoy(listener, {c: s.port for c, s in servers.items()},
+            env = stack.enter_context(StaticEnvoy(listener, ports,
                                                   concurrency=scenario.workers,
                                                   component_log_level=f"wasm:{scenario.log_level}"))
         except EnvoyRefused as exc:
@@ -412,6 +449,29 @@ def run_envoy(scenario: Scenario) -> Side:
                 side.log_text += f"[{level}] wasm log{prefix}: {message}\n"
         side.metrics = {k.removeprefix("wasmcustom."): int(v) for k, v in env.stats().items() if v.isdigit()}
         return side
+
+
+def _cluster_server(answer: Response | dict[str, Response]) -> Any:
+    """An upstream that records what it receives and answers as the scenario says."""
+    from .envoy.upstream import EchoUpstream, FixedResponse
+
+    def fixed(resp: Response) -> FixedResponse:
+        pairs, body = _response_pairs(resp)
+        return FixedResponse(resp.status, body, dict(pairs))
+
+    server = EchoUpstream(record=True)
+    server.default_response = fixed(NOT_LISTED if isinstance(answer, dict) else answer)
+    for path, resp in (answer.items() if isinstance(answer, dict) else ()):
+        pairs, body = _response_pairs(resp)
+        server.set_response(path, body, resp.status, dict(pairs))
+    return server
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (a Refused cluster's endpoint)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _module_file(f: Filter, workdir: Path, index: int) -> str:
