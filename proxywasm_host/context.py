@@ -2,6 +2,7 @@
 host into a context's callback, with Envoy's effective-context and deferred-action rules."""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -25,15 +26,40 @@ class Buffer:
         self.mutable = mutable
 
 
+class Dispatcher:
+    """Envoy's event loop for what a callback posts (queue notifications, resumes, local
+    replies, closes): it runs after the outermost guest call returns, one event at a time and
+    never nested, so a filter whose events post more events cannot recurse. At most
+    MAX_PER_TURN run per turn; the rest wait for the next call into the host."""
+
+    MAX_PER_TURN = 1000
+
+    def __init__(self) -> None:
+        self.events: deque[Callable[[], None]] = deque()
+        self.running = False
+
+    def run(self) -> None:
+        if self.running:
+            return  # the turn in progress picks up what was just posted
+        self.running = True
+        try:
+            for _ in range(self.MAX_PER_TURN):
+                if not self.events:
+                    return
+                self.events.popleft()()
+        finally:
+            self.running = False
+
+
 class VmState:
     """Proxy-Wasm state of one VM: context ids (0 is the VM context; roots and
-    streams share one counter from 1) and actions deferred until the guest call returns."""
+    streams share one counter from 1); `after_call` posts to the host's dispatcher."""
 
-    def __init__(self, vm: "Vm"):
+    def __init__(self, vm: "Vm", dispatcher: Dispatcher):
         self.vm = vm
         self.next_id = 1
         self.contexts: dict[int, Context] = {}
-        self.after_call: list[Callable[[], None]] = []
+        self.after_call = dispatcher.events
         self.metric_ids: dict[int, Any] = {}
         self.metric_next = [0, 0, 0]  # last id per metric type (counter, gauge, histogram)
         self.callout_next = [0, 1, 2]  # last token per kind (http call, grpc call, grpc stream)
@@ -115,13 +141,8 @@ class Context:
         finally:
             vm.ctx, vm.calling_ctx = prev, prev_calling
         if vm.depth == 0:
-            self.run_deferred()
+            self.plugin.host.dispatcher.run()
         return result
-
-    def run_deferred(self) -> None:
-        actions = self.state.after_call
-        while actions:
-            actions.pop(0)()
 
 
 @dataclass

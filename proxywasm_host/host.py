@@ -9,6 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from .abi import LogLevel, MetricType
+from .context import Dispatcher
 from .headers import HeaderMap
 from .module import ModuleSource, ProxyWasmModule, load_module
 from .plugin import Plugin
@@ -156,6 +157,7 @@ class Host:
         self.log_level = LogLevel.parse(log_level)
         self.clock = VirtualClock(self, int((time.time() if start_time is None else start_time) * 1e9))
         self.random = random.Random(seed)
+        self.dispatcher = Dispatcher()
         self.shared_data = SharedData()
         self.queues = SharedQueues()
         self.metrics = Metrics()

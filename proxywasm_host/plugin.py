@@ -132,7 +132,7 @@ class Plugin:
         options = {"deadline_ms": self.deadline_ms, "memory_limit": self.memory_limit}
         trace = self.host.trace if index >= 0 else self.host.trace_main_thread
         vm = Vm(self.module, **options) if trace is None else TracedVm(self.module, trace, **options)
-        vm.state = VmState(vm)
+        vm.state = VmState(vm, self.host.dispatcher)
         vm.host = self.host  # type: ignore[attr-defined]
         vm.plugin = self  # type: ignore[attr-defined]
         vm_ctx = _VmContext(vm, self, 0)

@@ -34,6 +34,12 @@ _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
 DEFAULT_DEADLINE_MS = 1000
 DEFAULT_MEMORY_LIMIT = 1 << 30
+#: V8's limits, so that growing past them fails as in Envoy (table.grow returns -1 at once)
+#: instead of taking seconds and gigabytes: 10M elements per table (--wasm-max-table-size),
+#: and one instance with at most 100 tables and 1 memory per VM.
+TABLE_ELEMENTS_LIMIT = 10_000_000
+TABLES_LIMIT, MEMORIES_LIMIT = 100, 1
+_NOTHING_ALLOWED: frozenset[str] = frozenset()  # while instantiating: the VM does not exist yet
 
 
 class HostTrap(Exception):
@@ -125,19 +131,28 @@ class Vm:
         self._trap_ref = byref(self._trap)
         ENGINE.ensure_ticker()
         self.store = wasmtime.Store(ENGINE.engine)
-        self.store.set_limits(memory_size=memory_limit)
+        self.store.set_limits(memory_size=memory_limit, table_elements=TABLE_ELEMENTS_LIMIT, instances=1,
+                              tables=TABLES_LIMIT, memories=MEMORIES_LIMIT)
         self._store_ctx = self.store._context()
         self._callbacks: list[Any] = []
         linker = wasmtime.Linker(ENGINE.engine)
         self._link(linker)
         self._ticks = max(1, deadline_ms * EPOCH_HZ // 1000) + 1  # +1: the current tick may be about to end
         _set_deadline(self._store_ctx, self._ticks)
+        self.restricted = _NOTHING_ALLOWED  # a wasm start function runs before the VM exists
         try:
             self.instance = linker.instantiate(self.store, module.compiled)
         except wasmtime.Trap as e:
             raise ModuleLoadError(f"{module.name}: instantiation trapped: {e}") from None
         except wasmtime.WasmtimeError as e:
+            if isinstance(self._host_error, HostTrap) and self._host_error.args[0] == "restricted_callback":
+                raise ModuleLoadError(
+                    f"{module.name}: its wasm start function calls a hostcall while the module is instantiated "
+                    "(Envoy 1.40 crashes with SIGSEGV on such a module)") from None
             raise ModuleLoadError(f"{module.name}: cannot instantiate: {e}") from None
+        finally:
+            self._host_error = None
+        self.restricted = None
         self._exports: dict[str, _Export] = {}
         memory = None
         for name, ext in self.instance.exports(self.store).items():
@@ -255,12 +270,14 @@ class Vm:
             # A bug in a hostcall handler: surface the Python exception itself.
             self.failed = GuestTrap(name, f"hostcall raised {host_error!r}", backtrace, self.logs)
             raise host_error
+        interrupted = code is not None and code.value == _INTERRUPT
         if host_error is not None:
             detail = str(host_error)
+            interrupted = interrupted or (isinstance(host_error, _NestedTrap) and host_error.interrupted)
         if self.depth > 0:
             # Propagate through the outer guest frame; it reports the trap.
-            raise _NestedTrap(name, detail, backtrace)
-        if code is not None and code.value == _INTERRUPT:
+            raise _NestedTrap(name, detail, backtrace, interrupted)
+        if interrupted:
             exc: GuestTrap = DeadlineExceeded(
                 name, f"exceeded the execution deadline of {self.deadline_ms} ms (wasm trap: interrupt)", backtrace, self.logs
             )
@@ -273,10 +290,12 @@ class Vm:
 
 
 class _NestedTrap(HostTrap):
-    """A trap inside a guest call made from a hostcall (the allocator)."""
+    """A trap inside a guest call made from a hostcall (the allocator); `interrupted` when the
+    deadline stopped it, so the outer call reports DeadlineExceeded."""
 
-    def __init__(self, name: str, detail: str, backtrace: str):
+    def __init__(self, name: str, detail: str, backtrace: str, interrupted: bool):
         super().__init__(f"{name}: {detail}")
+        self.interrupted = interrupted
 
 
 def _split_trap_message(message: str) -> tuple[str, str]:

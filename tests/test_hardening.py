@@ -1,0 +1,61 @@
+"""A hostile or broken module never takes down or stalls the test process (issue #11): each
+guest-controlled resource is capped as V8 caps it in Envoy, and each path ends in Envoy's outcome."""
+from __future__ import annotations
+
+import pytest
+
+from proxywasm_host import DeadlineExceeded, Host, ModuleLoadError
+from watgen import build, records
+
+REQ = {":path": "/", ":method": "GET", ":authority": "a"}
+
+
+def test_table_growth_past_v8s_limit_fails_at_once():
+    """Envoy 1.40 (V8): table.grow by 1e8 elements returns -1 and the filter goes on; a small grow works."""
+    cb = ("(call $rec (table.grow $t (ref.null func) (i32.const 100000000)))"
+          " (call $rec (table.grow $t (ref.null func) (i32.const 1000))) (i32.const 0)")
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": cb}, extra="(table $t 1 funcref)"), deadline_ms=200)
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    assert records(plugin.workers[0].vm) == [0xFFFFFFFF, 1]
+
+
+def test_start_function_calling_a_hostcall_is_refused():
+    """Envoy 1.40 crashes (SIGSEGV) on a module whose wasm start function calls a hostcall: the host refuses it."""
+    wasm = build({}, extra="(func $early (drop (call $proxy_log (i32.const 2) (i32.const 0) (i32.const 1)))) (start $early)")
+    with pytest.raises(ModuleLoadError, match="start function calls a hostcall"):
+        Host().load_plugin(wasm)
+
+
+def test_runaway_allocator_is_a_deadline():
+    extra = '(func (export "malloc") (param i32) (result i32) (loop $l (br $l)) (i32.const 0))'
+    wasm = build({"proxy_on_request_headers": "(drop (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104))) (i32.const 0)"},
+                 allocator=(), extra=extra)
+    with pytest.raises(DeadlineExceeded, match="deadline of 200 ms"):
+        Host().load_plugin(wasm, deadline_ms=200).http_stream().send_request_headers(REQ, end_of_stream=True)
+
+
+QUEUE_IMPORTS = {
+    "proxy_register_shared_queue": "(param i32 i32 i32) (result i32)",
+    "proxy_enqueue_shared_queue": "(param i32 i32 i32) (result i32)",
+    "proxy_dequeue_shared_queue": "(param i32 i32 i32) (result i32)",
+}
+
+
+def test_queue_ready_that_enqueues_again_runs_as_separate_events():
+    """Envoy posts on_queue_ready as an event; a filter that enqueues from it again keeps posting.
+    The host runs these from one loop (bounded per turn), never by recursion."""
+    from proxywasm_host.context import Dispatcher
+
+    wasm = build({
+        "proxy_on_vm_start": "(drop (call $proxy_register_shared_queue {q} (i32.const 0x300))) (i32.const 1)",
+        "proxy_on_request_headers": "(drop (call $proxy_enqueue_shared_queue (i32.load (i32.const 0x300)) {m})) (i32.const 0)",
+        "proxy_on_queue_ready": "(drop (call $proxy_dequeue_shared_queue (local.get $q) (i32.const 0x310) (i32.const 0x314)))"
+                                " (drop (call $proxy_enqueue_shared_queue (local.get $q) {m})) (call $rec (i32.const 1))",
+    }, {"q": "loop", "m": "again"}, imports=QUEUE_IMPORTS)
+    host = Host()
+    plugin = host.load_plugin(wasm)
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    vm = plugin.workers[0].vm
+    assert len(records(vm)) == Dispatcher.MAX_PER_TURN  # one turn, then the test gets control back
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)  # two guest calls: two more turns
+    assert len(records(vm)) == 3 * Dispatcher.MAX_PER_TURN
