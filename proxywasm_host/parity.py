@@ -361,7 +361,7 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
         s.complete()
     client = dict(response).get(":status")
     status = int(client) if client else 0
-    return Exchange(status, _headers(response, _CLIENT_MASK), body, _upstream_view(upstream),
+    return Exchange(status, _headers(_framed(response, body), _CLIENT_MASK), body, _upstream_view(upstream),
                     sorted(callouts, key=lambda c: c[0]))
 
 
@@ -375,15 +375,20 @@ def _sent_upstream(streams: list[Any], filters: int, authority: str) -> tuple[He
     return [("host", authority), *up.headers.items()], up.body or b""
 
 
+def _framed(headers: HeaderList, body: bytes) -> HeaderList:
+    """Headers as Envoy's HTTP/1.1 codec sends them: without a content-length (e.g. a filter
+    replaced the body and removed it), a body goes chunked."""
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
+        return [*headers, ("transfer-encoding", "chunked")]
+    return headers
+
+
 def _upstream_view(upstream: tuple[HeaderList, bytes] | None) -> tuple[HeaderList, bytes] | None:
-    """What the upstream receives from Envoy's HTTP/1.1 codec: without a content-length, a body
-    goes chunked."""
+    """What the upstream receives from Envoy's HTTP/1.1 codec."""
     if upstream is None:
         return None
     headers, body = upstream
-    if body and not any(k == "content-length" for k, _ in headers):
-        headers = [*headers, ("transfer-encoding", "chunked")]
-    return _headers(headers, _UPSTREAM_MASK), body
+    return _headers(_framed(headers, body), _UPSTREAM_MASK), body
 
 
 def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:
