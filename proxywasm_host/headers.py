@@ -2,13 +2,35 @@
 replace removes every value then appends) and a read-only view for tests."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping, Union
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 HeadersInput = Union[Mapping[str, str], Iterable[tuple[str, str]], "HeaderMap", None]
 
 
-def _b(s: str | bytes) -> bytes:
-    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def as_bytes(value: Any, what: str, errors: str = "surrogateescape", types: str = "str or bytes") -> bytes:
+    """A test's str (UTF-8; surrogateescape keeps raw bytes read back from Headers) or
+    bytes-like value as bytes; otherwise a TypeError/ValueError that starts with `what`."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", errors)
+        except UnicodeEncodeError as e:
+            bad = value[e.start]
+            raise ValueError(f"{what} {_show(value)} is not valid text: lone surrogate {bad!r} at index {e.start}") from None
+    if isinstance(value, (bytes, bytearray, memoryview)) and "bytes" in types:
+        return bytes(value)
+    raise TypeError(f"{what} must be {types}, got {type(value).__name__} ({_show(value)})")
+
+
+def check_type(value: Any, types: tuple[type, ...], what: str, allowed: str) -> Any:
+    """`value` if it is one of `types` (a bool is not an int here), else a TypeError naming `what`."""
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise TypeError(f"{what} must be {allowed}, got {type(value).__name__} ({_show(value)})")
+    return value
 
 
 def _s(b: bytes) -> str:
@@ -24,14 +46,27 @@ class HeaderMap:
         self.pairs: list[tuple[bytes, bytes]] = list(pairs)
 
     @classmethod
-    def from_input(cls, headers: HeadersInput) -> "HeaderMap":
-        """Headers from a test: keys are lower-cased as Envoy's codecs do."""
+    def from_input(cls, headers: HeadersInput, what: str = "headers") -> "HeaderMap":
+        """Headers from a test (a dict, (name, value) pairs or None; str or bytes): keys are
+        lower-cased as Envoy's codecs do. Anything else is a TypeError/ValueError naming `what`."""
         if headers is None:
             return cls()
         if isinstance(headers, HeaderMap):
             return headers.copy()
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        return cls((_b(k).lower(), _b(v)) for k, v in items)
+        if isinstance(headers, Mapping):
+            items: Iterable[Any] = headers.items()
+        elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes, bytearray)):
+            items = headers
+        else:
+            raise TypeError(f"{what}: headers must be a dict, a list of (name, value) pairs or None, "
+                            f"got {type(headers).__name__} ({_show(headers)})")
+        pairs = []
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(f"{what}: each header must be a (name, value) pair, got {type(item).__name__} ({_show(item)})")
+            name = as_bytes(item[0], f"{what}: header name")
+            pairs.append((name.lower(), as_bytes(item[1], f"{what}: header {_show(item[0])} value")))
+        return cls(pairs)
 
     def copy(self) -> "HeaderMap":
         return HeaderMap(self.pairs)

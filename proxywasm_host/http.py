@@ -16,7 +16,7 @@ from .abi import (
 )
 from .context import Buffer, Context, LocalReply
 from .errors import GuestTrap, StreamStateError
-from .headers import HeaderMap, Headers, HeadersInput
+from .headers import HeaderMap, Headers, HeadersInput, as_bytes, check_type
 from .properties import PropertyValue, normalize_overrides
 
 if TYPE_CHECKING:
@@ -260,7 +260,8 @@ class HttpStream(Context):
     # -- test API ------------------------------------------------------------
 
     def send_request_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
-        hm = HeaderMap.from_input(headers)
+        hm = HeaderMap.from_input(headers, "send_request_headers")
+        check_type(end_of_stream, (bool,), "send_request_headers: end_of_stream", "bool")
         self.plugin.host.apply_connection_manager_defaults(hm)
         self.request.end_seen = end_of_stream  # a fail-closed answer depends on it (connection: close)
         mode = self._begin()
@@ -272,27 +273,34 @@ class HttpStream(Context):
         return self.request.send_headers(hm, end_of_stream)
 
     def send_request_body(self, body: bytes | str, end_of_stream: bool = True) -> PhaseResult:
-        return self.request.send_data(_bytes(body), end_of_stream)
+        data = as_bytes(body, "send_request_body: body")
+        check_type(end_of_stream, (bool,), "send_request_body: end_of_stream", "bool")
+        return self.request.send_data(data, end_of_stream)
 
     def send_request_trailers(self, trailers: HeadersInput) -> PhaseResult:
-        return self.request.send_trailers(HeaderMap.from_input(trailers))
+        return self.request.send_trailers(HeaderMap.from_input(trailers, "send_request_trailers"))
 
     def send_response_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
+        hm = HeaderMap.from_input(headers, "send_response_headers")
+        check_type(end_of_stream, (bool,), "send_response_headers: end_of_stream", "bool")
         if self.local_reply is not None:
             raise StreamStateError(
                 f"the filter answered locally ({self.local_reply.status_code}); "
                 "there is no upstream response for it to see"
             )
         self._check_response_allowed()
-        return self.response.send_headers(HeaderMap.from_input(headers), end_of_stream)
+        return self.response.send_headers(hm, end_of_stream)
 
     def send_response_body(self, body: bytes | str, end_of_stream: bool = True) -> PhaseResult:
+        data = as_bytes(body, "send_response_body: body")
+        check_type(end_of_stream, (bool,), "send_response_body: end_of_stream", "bool")
         self._check_response_allowed()
-        return self.response.send_data(_bytes(body), end_of_stream)
+        return self.response.send_data(data, end_of_stream)
 
     def send_response_trailers(self, trailers: HeadersInput) -> PhaseResult:
+        hm = HeaderMap.from_input(trailers, "send_response_trailers")
         self._check_response_allowed()
-        return self.response.send_trailers(HeaderMap.from_input(trailers))
+        return self.response.send_trailers(hm)
 
     def complete(self) -> None:
         """End the stream as Envoy does for HTTP: proxy_on_log (access-log phase,
@@ -556,10 +564,6 @@ def _local_reply_headers(reply: LocalReply) -> HeaderMap:
         hm.remove(b"content-length")
         hm.remove(b"content-type")
     return hm
-
-
-def _bytes(data: bytes | str) -> bytes:
-    return data.encode() if isinstance(data, str) else bytes(data)
 
 
 def _s(b: bytes | None) -> str:

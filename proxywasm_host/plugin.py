@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .context import Context, RootContext, VmState
 from .errors import GuestTrap, PluginRejected
+from .headers import as_bytes, check_type
 from .hostcalls.registry import START_ALLOWED
 from .http import HttpStream
 from .tcp import TcpStream
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .host import Host
 
 FAILURE_POLICIES = ("fail_closed", "fail_open", "fail_reload")
+MAX_WORKERS = 1024  # one VM each
+INT64_MAX = (1 << 63) - 1
 ConfigInput = "str | bytes | Mapping[str, Any] | list | None"
 
 
@@ -29,13 +32,30 @@ def config_bytes(value: Any, what: str) -> bytes:
     Struct (dict) as JSON."""
     if value is None:
         return b""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode()
     if isinstance(value, (Mapping, list)):
-        return json.dumps(value, separators=(",", ":")).encode()
-    raise TypeError(f"{what} must be str, bytes, dict or list, not {type(value).__name__}")
+        try:
+            return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as e:
+            raise type(e)(f"{what}: cannot be written as JSON: {e}") from None
+    return as_bytes(value, what, types="str, bytes, dict or list")
+
+
+def check_environment(env: Any) -> dict[str, str]:
+    """vm_config.environment_variables: names and values the guest reads as NAME=VALUE (UTF-8)."""
+    check_type(env, (Mapping, type(None)), "environment", "a dict of str to str")
+    for key, value in (env or {}).items():
+        name = as_bytes(key, "environment: name", "strict", types="str")
+        if not name or b"=" in name or b"\0" in name:
+            raise ValueError(f"environment: name {key!r} must be non-empty, without '=' or NUL")
+        as_bytes(value, f"environment {key!r} value", "strict", types="str")
+    return dict(env or {})
+
+
+def _check_int(value: Any, what: str, low: int, high: int) -> int:
+    check_type(value, (int,), what, "an int")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be from {low} to {high}, got {value}")
+    return value
 
 
 #: Worker indexes of the VMs Envoy runs besides the workers' (Host(extra_vms=True)).
@@ -87,8 +107,13 @@ class Plugin:
     ):
         if failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"failure_policy {failure_policy!r}; allowed: {', '.join(FAILURE_POLICIES)}")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        _check_int(workers, "workers", 1, MAX_WORKERS)
+        _check_int(deadline_ms, "deadline_ms", 1, INT64_MAX)
+        _check_int(memory_limit, "memory_limit", 0, INT64_MAX)  # wasmtime's limit is an int64 (-1: none)
+        for what, text in (("name", name), ("root_id", root_id), ("vm_id", vm_id)):
+            as_bytes(text, what, "strict", types="str")
+        check_type(allow_on_headers_stop_iteration, (bool,), "allow_on_headers_stop_iteration", "bool")
+        check_type(raise_on_trap, (bool,), "raise_on_trap", "bool")
         self.host = host
         self.module = module
         self.name = name
@@ -99,7 +124,7 @@ class Plugin:
         self.failure_policy = failure_policy
         self.allow_on_headers_stop_iteration = allow_on_headers_stop_iteration
         self.properties = normalize_overrides(properties)
-        self.environment = dict(environment or {})
+        self.environment = check_environment(environment)
         self.deadline_ms = deadline_ms
         self.memory_limit = memory_limit
         self.raise_on_trap = raise_on_trap
@@ -219,7 +244,7 @@ class Plugin:
             elif key == "properties":
                 value = normalize_overrides(value)
             elif key == "environment":
-                value = dict(value or {})
+                value = check_environment(value)
             setattr(self, key, value)
         self._retired_logs = list(self._retired_logs)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
+from .headers import as_bytes
 from .memory import serialize_pairs
 
 if TYPE_CHECKING:
@@ -18,33 +19,55 @@ PropertyValue = Union[str, bytes, int, bool, float, Mapping[str, Any], list, Non
 PropertyPath = tuple[str, ...]
 
 
-def parse_path(path: str | tuple[str, ...] | list[str]) -> PropertyPath:
+def parse_path(path: str | tuple[str, ...] | list[str], what: str = "properties") -> PropertyPath:
     """'request.headers.x-a' or ('request', 'headers', 'x-a') -> segments."""
     if isinstance(path, str):
         return tuple(path.split("."))
-    return tuple(path)
+    if isinstance(path, (tuple, list)) and all(isinstance(seg, str) for seg in path):
+        return tuple(path)
+    raise TypeError(f"{what}: key must be a dotted path (str) or a tuple of str, got {type(path).__name__} ({path!r:.60})")
 
 
-def encode_value(value: PropertyValue) -> bytes:
-    if isinstance(value, bytes):
-        return value
+INT_MIN, UINT_MAX = -(1 << 63), (1 << 64) - 1  # CEL int (int64) .. uint (uint64)
+
+
+def encode_value(value: PropertyValue, path: str = "") -> bytes:
+    """Envoy's serializeValue; a value it cannot hold is a TypeError/ValueError naming the
+    override at `path` (dotted, into maps and lists)."""
+    what = f"properties '{path}'" if path else "property value"
+    if isinstance(value, (str, bytes, bytearray)):
+        return as_bytes(value, what)
     if isinstance(value, bool):
         return b"\x01" if value else b"\x00"
     if isinstance(value, int):
+        if not INT_MIN <= value <= UINT_MAX:
+            raise ValueError(f"{what}: integer {value} out of range; allowed: -2**63 to 2**64-1 (int64 or uint64)")
         return struct.pack("<q", value) if value < (1 << 63) else struct.pack("<Q", value)
     if isinstance(value, float):
         return struct.pack("<d", value)
-    if isinstance(value, str):
-        return value.encode()
     if isinstance(value, Mapping):  # Envoy sends an empty map as a zero count (4 bytes)
-        return serialize_pairs((str(k).encode(), encode_value(v)) for k, v in value.items()) or b"\0\0\0\0"
-    if isinstance(value, list):
-        return serialize_pairs((encode_value(v), b"") for v in value) or b"\0\0\0\0"
-    raise TypeError(f"cannot encode property value of type {type(value).__name__}")
+        pairs = [(as_bytes(k if isinstance(k, (bytes, bytearray)) else str(k), f"{what}: map key"),
+                  encode_value(v, f"{path}.{k}")) for k, v in value.items()]
+        return serialize_pairs(pairs) or b"\0\0\0\0"
+    if isinstance(value, (list, tuple)):
+        return serialize_pairs((encode_value(v, f"{path}.{i}"), b"") for i, v in enumerate(value)) or b"\0\0\0\0"
+    raise TypeError(f"{what}: cannot encode {type(value).__name__} ({value!r:.60}); "
+                    "allowed: str, bytes, int, bool, float, dict, list or None")
 
 
-def normalize_overrides(props: Mapping[Any, PropertyValue] | None) -> dict[PropertyPath, PropertyValue]:
-    return {parse_path(k): v for k, v in (props or {}).items()}
+def normalize_overrides(props: Mapping[Any, PropertyValue] | None, what: str = "properties") -> dict[PropertyPath, PropertyValue]:
+    """Property overrides by path, each value checked now (None: the property is NotFound)."""
+    if props is None:
+        return {}
+    if not isinstance(props, Mapping):
+        raise TypeError(f"{what} must be a dict, got {type(props).__name__} ({props!r:.60})")
+    out = {}
+    for key, value in props.items():
+        path = parse_path(key, what)
+        if value is not None:
+            encode_value(value, ".".join(path))
+        out[path] = value
+    return out
 
 
 def _lookup_override(overrides: dict[PropertyPath, PropertyValue], path: PropertyPath) -> tuple[bool, PropertyValue]:

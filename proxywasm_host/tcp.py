@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from .abi import BufferType, PeerType
 from .context import Buffer, Context
 from .errors import GuestTrap, StreamStateError
+from .headers import as_bytes, check_type
 from .properties import PropertyValue, normalize_overrides
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class TcpStream(Context):
     def send_downstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
         """Bytes from the client (proxy_on_downstream_data). While the filter has
         stopped, Envoy keeps them in the read buffer and the next call sees all."""
+        data = as_bytes(data, "send_downstream_data: data")
+        check_type(end_of_stream, (bool,), "send_downstream_data: end_of_stream", "bool")
         self._check_open()
         self._read_buffer += data
         self._read_stopped = True  # pending until the filter lets it through
@@ -75,6 +78,8 @@ class TcpStream(Context):
 
     def send_upstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
         """Bytes from the upstream (proxy_on_upstream_data)."""
+        data = as_bytes(data, "send_upstream_data: data")
+        check_type(end_of_stream, (bool,), "send_upstream_data: end_of_stream", "bool")
         self._check_open()
         self._upstream_talked = True
         buf = bytearray(data)
