@@ -136,7 +136,8 @@ class Host:
     `log_level` is Envoy's `wasm` logger level (default info, as Envoy's);
     `start_time` is the wall clock the filters see (default: now, then frozen);
     `seed` makes WASI random_get and generated request ids reproducible;
-    `trace` (default: $PROXYWASM_TRACE) records every callback and hostcall in `host.trace`;
+    `buffer_limit_bytes` is Envoy's per_connection_buffer_limit_bytes (a buffered request over it
+    gets 413); `trace` (default: $PROXYWASM_TRACE) records every callback and hostcall in `host.trace`;
     `extra_vms` also runs the VMs Envoy starts besides one per worker (a base VM, a canary
     that runs on_vm_start/on_configure and is dropped, and the main thread's VM, whose
     ticks fire), so counts of what those callbacks log, count or store match Envoy's.
@@ -153,6 +154,7 @@ class Host:
         connection_manager_defaults: bool = True,
         extra_vms: bool = False,
         trace: bool | None = None,
+        buffer_limit_bytes: int = 1 << 20,
     ):
         self.log_level = LogLevel.parse(log_level)
         self.clock = VirtualClock(self, int((time.time() if start_time is None else start_time) * 1e9))
@@ -173,6 +175,7 @@ class Host:
         self.upstream_address = ("127.0.0.1", 8080)  # the host of cluster "upstream"
         self.connection_manager_defaults = connection_manager_defaults
         self.extra_vms = extra_vms
+        self.buffer_limit_bytes = buffer_limit_bytes  # Envoy's per_connection_buffer_limit_bytes; 0: none
         if trace is None:
             trace = os.environ.get("PROXYWASM_TRACE", "") not in ("", "0")
         #: every callback and hostcall of the workers' VMs with arguments and result, as Envoy's
