@@ -32,7 +32,7 @@ class _WithLogs(ProxyWasmError):
         self.message = message  # without the log lines, which are in .logs
         self.logs = list(logs)
         if self.logs:
-            message += "\nfilter log lines:\n" + "\n".join(f"  {r}" for r in self.logs[-50:])
+            message += "\nfilter log lines:\n" + "\n".join(f"  {r}" for r in list(self.logs)[-50:])
         super().__init__(message)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,24 @@ _PY_LEVELS = {
 }
 
 
-def emit(records: list[LogRecord], level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str) -> None:
+#: A guest controls how much it logs: a line keeps its first LINE_LIMIT bytes (the rest is cut,
+#: with a note), and a VM keeps its last RECORDS_LIMIT lines (older ones are dropped).
+LINE_LIMIT = 1 << 20
+RECORDS_LIMIT = 100_000
+
+
+def new_records() -> "deque[LogRecord]":
+    return deque(maxlen=RECORDS_LIMIT)
+
+
+def clip(data: bytes | bytearray, total: int | None = None) -> str:
+    """A log line from the guest's bytes, cut at LINE_LIMIT; `total` is its full length if longer."""
+    total = len(data) if total is None else total
+    text = bytes(data[:LINE_LIMIT]).decode("utf-8", "replace")
+    return text if total <= LINE_LIMIT else f"{text}... [{total - LINE_LIMIT} more bytes cut by proxywasm-host]"
+
+
+def emit(records: "deque[LogRecord]", level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str) -> None:
     """Record a line as Envoy's `wasm` logger would print it, and forward it to
     Python logging so pytest shows it with a failing test."""
     records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin, prefix))

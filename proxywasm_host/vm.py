@@ -16,6 +16,7 @@ from wasmtime import _ffi as ffi
 
 from .errors import DeadlineExceeded, GuestTrap, ModuleLoadError, VmFailed
 from .hostcalls.registry import ALLOC_ALLOWED, Hostcall, lookup
+from .logs import new_records
 from .memory import BadPointer, GuestMemory
 from .module import ENGINE, EPOCH_HZ, ProxyWasmModule
 
@@ -123,7 +124,7 @@ class Vm:
         self.ctx: "Context | None" = None  # effective context of the current call
         self.calling_ctx: "Context | None" = None  # the context whose callback is running
         self.state: Any = None
-        self.logs: "list[LogRecord]" = []
+        self.logs: "deque[LogRecord]" = new_records()
         self.failed: GuestTrap | None = None
         self.depth = 0
         self._host_error: BaseException | None = None

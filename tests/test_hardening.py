@@ -96,3 +96,35 @@ def test_response_buffered_past_the_limit_is_reset_after_its_headers():
     for _ in range(20):
         s.send_response_body(b"y" * 100_000, end_of_stream=False)
     assert s.downstream_response.headers[":status"] == "200" and s.downstream_response.reset
+
+
+def test_huge_log_writes_are_bounded():
+    """64 iovecs over one 16 MiB region is a 1 GiB line for fd_write: the host copies at most
+    LINE_LIMIT bytes of it, says how much it cut, and reports every byte written."""
+    from proxywasm_host.logs import LINE_LIMIT
+
+    iovs = "".join(f" (i32.store (i32.const {0x3000 + 8 * i}) (i32.const 0x10000)) (i32.store (i32.const {0x3004 + 8 * i}) (i32.const 0x1000000))"
+                   for i in range(64))
+    cb = (iovs + " (drop (memory.grow (i32.const 300)))"
+          " (call $rec (call $wasi_snapshot_preview1.fd_write (i32.const 1) (i32.const 0x3000) (i32.const 64) (i32.const 0x100)))"
+          " (call $rec (i32.load (i32.const 0x100)))"
+          " (call $rec (call $proxy_log (i32.const 2) (i32.const 0x10000) (i32.const 0x1000000))) (i32.const 0)")
+    wasm = build({"proxy_on_request_headers": cb}, imports={"wasi_snapshot_preview1.fd_write": "(param i32 i32 i32 i32) (result i32)"})
+    plugin = Host().load_plugin(wasm, deadline_ms=200)
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    assert records(plugin.workers[0].vm) == [0, 64 * 0x1000000 & 0xFFFFFFFF, 0]
+    stdout, proxy_log = plugin.logs
+    assert stdout.message.endswith(f"... [{64 * 0x1000000 - LINE_LIMIT} more bytes cut by proxywasm-host]")
+    assert proxy_log.message.endswith(f"... [{0x1000000 - LINE_LIMIT} more bytes cut by proxywasm-host]")
+    assert len(stdout.message) < LINE_LIMIT + 100
+
+
+def test_captured_log_lines_per_vm_are_bounded(monkeypatch):
+    from proxywasm_host import logs
+
+    monkeypatch.setattr(logs, "RECORDS_LIMIT", RECORDS_LIMIT := 1000)  # 100k by default
+    cb = ("(local.set $ctx (i32.const 0)) (loop $l (drop (call $proxy_log (i32.const 2) {m}))"
+          f" (local.set $ctx (i32.add (local.get $ctx) (i32.const 1))) (br_if $l (i32.lt_u (local.get $ctx) (i32.const {RECORDS_LIMIT + 10})))) (i32.const 0)")
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": cb}, {"m": "line"}), deadline_ms=10_000)
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    assert len(plugin.workers[0].vm.logs) == RECORDS_LIMIT  # the oldest are dropped

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..abi import ABI_0_2_1, LogLevel, WasmResult
+from ..logs import LINE_LIMIT, clip
 from .registry import hostcall
 
 
@@ -9,9 +10,10 @@ from .registry import hostcall
 def proxy_log(vm, level: int, ptr: int, size: int) -> int:
     if level > LogLevel.CRITICAL:
         return WasmResult.BAD_ARGUMENT
-    message = vm.memory.read(ptr, size)
+    message = vm.memory.read(ptr, min(size, LINE_LIMIT + 1))
+    vm.memory.read(ptr + size - 1, 1) if size else None  # the whole range must be valid, as in Envoy
     if level >= vm.host.log_level:
-        vm.ctx.log(LogLevel(level), message.decode("utf-8", "replace"))
+        vm.ctx.log(LogLevel(level), clip(message, size))
     return WasmResult.OK
 
 

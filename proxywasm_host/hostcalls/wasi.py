@@ -16,6 +16,7 @@ from ..abi import (
     WASI_ENOTSUP,
     LogLevel,
 )
+from ..logs import LINE_LIMIT, clip
 from .registry import hostcall
 
 _host_log = logging.getLogger("proxywasm.host")
@@ -24,20 +25,31 @@ W = "wasi"
 _STDIO = (1, 2)
 
 
-def _gather(vm, iovs: int, iovs_len: int) -> bytes:
-    out = bytearray()
-    for i in range(iovs_len):
-        ptr, size = struct.unpack("<II", vm.memory.read(iovs + 8 * i, 8))
-        out += vm.memory.read(ptr, size)
-    return bytes(out)
+#: A host limit (Envoy has none): more iovecs in one fd_write is EINVAL, so that one call cannot
+#: make the host walk gigabytes of iovec array.
+IOV_MAX = 1 << 16
+
+
+def _gather(vm, iovs: int, iovs_len: int) -> tuple[bytearray, int]:
+    """The bytes to log (at most LINE_LIMIT + 1 of them are copied) and the total length."""
+    out, total = bytearray(), 0
+    for ptr, size in struct.iter_unpack("<II", vm.memory.read(iovs, 8 * iovs_len)):
+        if size:
+            vm.memory.read(ptr + size - 1, 1)  # each buffer must lie in memory
+        if len(out) <= LINE_LIMIT:
+            out += vm.memory.read(ptr, min(size, LINE_LIMIT + 1 - len(out)))
+        total += size
+    return out, total
 
 
 def _write_stdio(vm, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int:
     if fd not in _STDIO:
         return WASI_EBADF
-    data = _gather(vm, iovs, iovs_len)
-    vm.memory.write_u32(ret_written, len(data))
-    text = data.decode("utf-8", "replace")
+    if iovs_len > IOV_MAX:
+        return WASI_EINVAL
+    data, total = _gather(vm, iovs, iovs_len)
+    vm.memory.write_u32(ret_written, total & 0xFFFFFFFF)
+    text = clip(data, total)
     if text.endswith("\n"):
         text = text[:-1]  # cpp-host strips one trailing newline
     level = LogLevel.INFO if fd == 1 else LogLevel.ERROR
