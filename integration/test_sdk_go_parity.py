@@ -1,27 +1,25 @@
 """Parity for the Go SDK examples (examples/go, official proxy-wasm-go-sdk): the same traffic
 through a real Envoy 1.40 and through the host. Envoy is the ground truth.
 
-The harness in proxywasm_host.envoy mounts HTTP filters through ECDS only; these cases also
-need VM configuration, route metadata, several plugins in one chain with their own vm_id,
-extra clusters and a network (TCP) filter, so this file writes a static bootstrap itself.
+On proxywasm_host.parity (every observation compared: statuses, client and upstream headers and
+bodies, callouts, log lines, wasmcustom metrics): the HTTP filter with VM configuration and route
+metadata, its panics under both failure policies, the callout filter (root-context callouts at
+start and on ticks, a stream callout answered per path, a request held until a tick), and the
+shared-data/queue filter as a chain of three plugins with their own vm_id on two workers.
+Envoy's statuses and a few values are checked on Envoy's side, so the comparison is not vacuous.
 
-Compared: statuses, x-go-* headers both ways (local replies: every header but date/server),
-bodies, the filters' info-and-above log lines from stream contexts, callouts, shared data and
-queue effects, and the wasmcustom stats.
+Still hand-written: the TCP (network) filter, because parity has no network filters yet; it runs
+in a static Envoy from proxywasm_host.envoy.static.
 """
 from __future__ import annotations
 
-import json
 import re
 import socket
 import socketserver
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -29,124 +27,14 @@ import pytest
 from proxywasm_host import Host
 from proxywasm_host.abi import PeerType
 from proxywasm_host.envoy import EchoUpstream
+from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_config, tcp_listener
 from proxywasm_host.envoy.validate import find_envoy
+from proxywasm_host.parity import Filter, Request, Response, Scenario
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "go"))
 import build_go  # noqa: E402
 
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-WASM_HTTP = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-WASM_NET = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
-TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
-ROUTER = {"name": "envoy.filters.http.router",
-          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-STRING = "type.googleapis.com/google.protobuf.StringValue"
-_LEVELS = ("info", "warning", "error", "critical")
-_LEVEL_NAMES = {"warning": "warn"}
-
-
-# --- a static Envoy -------------------------------------------------------------------------------
-
-def plugin_config(name: str, wasm: str, configuration: str = "", vm_configuration: str = "", vm_id: str = "",
-                  failure_policy: str = "FAIL_CLOSED") -> dict[str, Any]:
-    return {"name": name, "root_id": "", "failure_policy": failure_policy,
-            "configuration": {"@type": STRING, "value": configuration},
-            "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8",
-                          "configuration": {"@type": STRING, "value": vm_configuration},
-                          "code": {"local": {"filename": wasm}}}}
-
-
-def _cluster(name: str, port: int) -> dict[str, Any]:
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
-        "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-            "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
-
-
-def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
-    if route_metadata:
-        route["metadata"] = route_metadata
-    filters = [{"name": f"wasm_{i}", "typed_config": {"@type": WASM_HTTP, "config": p}} for i, p in enumerate(plugins)]
-    return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-            "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
-                "@type": HCM, "stat_prefix": "main", "http_filters": [*filters, ROUTER],
-                "route_config": {"name": "main_route", "virtual_hosts": [
-                    {"name": "all", "domains": ["*"], "routes": [route]}]}}}]}]}
-
-
-def tcp_listener(plugin: dict[str, Any]) -> dict[str, Any]:
-    return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
-            "filter_chains": [{"filters": [
-                {"name": "wasm_tcp", "typed_config": {"@type": WASM_NET, "config": plugin}},
-                {"name": "tcp", "typed_config": {"@type": TCP_PROXY, "stat_prefix": "tcp", "cluster": "upstream"}}]}]}
-
-
-class StaticEnvoy:
-    """One Envoy process from a static bootstrap (listener "main"), stopped on exit."""
-
-    def __init__(self, listener: dict[str, Any], clusters: dict[str, int], concurrency: int = 1):
-        self.dir = Path(tempfile.mkdtemp(prefix="proxywasm-go-parity-"))
-        self.log_path = self.dir / "envoy.log"
-        boot = {"node": {"id": "go-parity", "cluster": "go-parity"},
-                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-                "static_resources": {"listeners": [listener],
-                                     "clusters": [_cluster(n, p) for n, p in clusters.items()]}}
-        (self.dir / "bootstrap.json").write_text(json.dumps(boot, indent=1))
-        self.args = [find_envoy(), "-c", str(self.dir / "bootstrap.json"), "--disable-hot-restart",
-                     "--concurrency", str(concurrency), "--log-level", "info", "--component-log-level", "wasm:debug",
-                     "--admin-address-path", str(self.dir / "admin.txt"), "--drain-time-s", "1"]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> "StaticEnvoy":
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(self.args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"Envoy did not start:\n{self.log_path.read_text()[-3000:]}")
-            admin = self.dir / "admin.txt"
-            if admin.exists() and admin.read_text().strip():
-                self.admin = "http://" + admin.read_text().strip()
-                try:
-                    if httpx.get(self.admin + "/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.05)
-        listeners = httpx.get(self.admin + "/listeners?format=json", timeout=5).json()["listener_statuses"]
-        self.port = {x["name"]: x["local_address"]["socket_address"]["port_value"] for x in listeners}["main"]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stats(self, prefix: str = "wasmcustom.") -> dict[str, str]:
-        text = httpx.get(self.admin + "/stats", timeout=5).text
-        return {k: v for k, _, v in (line.partition(": ") for line in text.splitlines()) if k.startswith(prefix)}
-
-    def filter_logs(self, plugin: str) -> list[tuple[str, str]]:
-        """(level, message) of `wasm log <plugin>: …` lines: the stream contexts' lines."""
-        pattern = re.compile(r"\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log " + re.escape(plugin) + r": (.*)$")
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            m = pattern.search(line)
-            if m and m.group(1) in _LEVELS:
-                out.append((_LEVEL_NAMES.get(m.group(1), m.group(1)), m.group(2)))
-        return out
-
-    def all_wasm_messages(self) -> list[str]:
-        return [line.split("wasm log", 1)[1].split(": ", 1)[1] for line in self.log_path.read_text(errors="replace").splitlines()
-                if "wasm log" in line and ": " in line.split("wasm log", 1)[1]]
+_LEVELS = ("info", "warn", "error", "critical")
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +56,20 @@ def up():
         yield upstream
 
 
-def host_logs(records: list[Any]) -> list[tuple[str, str]]:
-    return [(r.level, r.message) for r in records if r.level in ("info", "warn", "error", "critical")]
+def _norm(headers) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.startswith("x-go-")]
+
+
+def host_logs(records: list) -> list[tuple[str, str]]:
+    return [(r.level, r.message) for r in records if r.level in _LEVELS]
+
+
+def header(pairs: list[tuple[str, str]], name: str) -> list[str]:
+    return [v for k, v in pairs if k == name]
+
+
+def all_lines(report) -> list[tuple[str, str]]:
+    return [entry for group in report.envoy.logs.values() for entry in group]
 
 
 # --- HTTP filter ----------------------------------------------------------------------------------
@@ -177,117 +77,63 @@ def host_logs(records: list[Any]) -> list[tuple[str, str]]:
 HTTP_CONFIG = '{"tag": "blue", "deny_prefix": "/admin"}'
 VM_CONFIG = "region=eu-1"
 ROUTE_METADATA = {"filter_metadata": {"go_filter": {"tier": "gold", "limits": {"rps": "10", "burst": "20"}}}}
-CLIENT = {"accept": "*/*", "accept-encoding": "gzip, deflate", "user-agent": "go-parity"}
-# method, path, headers, body
-HTTP_REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
-    ("GET", "/items?page=2", {"x-go-replace": "old", "x-go-remove": "bye", "x-go-lookup": "alice"}, None),
-    ("GET", "/admin/users", {}, None),
-    ("POST", "/upload", {"x-go-body": "buffer"}, b"hello world"),
-    ("POST", "/upload", {"x-go-body": "stream"}, b"small chunk"),
-    ("GET", "/wrapped", {"x-go-wrap-response": "1"}, None),
-]
-WRAPPED_UPSTREAM_BODY = 'say "hi"!'
+CLIENT = {"host": "api.example", "accept": "*/*", "accept-encoding": "gzip, deflate", "user-agent": "go-parity"}
 
 
-def _norm(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """x-go-* headers, with the client's ephemeral port masked."""
-    return [(k, re.sub(r"^127\.0\.0\.1:\d+$", "127.0.0.1:PORT", v) if k == "x-go-source" else v)
-            for k, v in headers if k.startswith("x-go-")]
+def go_http(wasm: str, policy: str = "fail_closed") -> Filter:
+    return Filter(wasm, configuration=HTTP_CONFIG, vm_configuration=VM_CONFIG, name="go_http", failure_policy=policy)
 
 
-def _response_view(status: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    pairs = [(k.lower(), v) for k, v in headers if k.lower() not in (":status", "date", "server")]
-    return pairs if status != 200 else [(k, v) for k, v in pairs if k.startswith("x-go-") or k == "content-type"]
-
-
-def envoy_http(env: StaticEnvoy, reqs=HTTP_REQUESTS) -> list[dict[str, Any]]:
-    out = []
-    with httpx.Client(timeout=10) as client:
-        for method, path, headers, body in reqs:
-            r = client.request(method, env.url(path), headers={"host": "api.example", **CLIENT, **headers}, content=body)
-            obs: dict[str, Any] = {"status": r.status_code, "response": _response_view(r.status_code, r.headers.multi_items())}
-            if r.status_code != 200 or path == "/wrapped":
-                obs["body"] = r.text
-            else:
-                doc = r.json()
-                obs["upstream"] = _norm(doc["header_list"])
-                obs["upstream_body"] = doc["body"]
-            out.append(obs)
-    return out
-
-
-def host_http(plugin: Any, reqs=HTTP_REQUESTS) -> list[dict[str, Any]]:
-    out = []
-    for method, path, headers, body in reqs:
-        s = plugin.http_stream(properties={"xds.route_metadata": ROUTE_METADATA})
-        req = {":authority": "api.example", ":path": path, ":method": method, ":scheme": "http", **CLIENT, **headers}
-        if body is not None:
-            req["content-length"] = str(len(body))
-        s.send_request_headers(req, end_of_stream=body is None)
-        if body is not None and s.local_reply is None:
-            # Envoy's HTTP/1 codec hands a content-length body over as data, then an empty end of stream.
-            s.send_request_body(body, end_of_stream=False)
-            s.send_request_body(b"", end_of_stream=True)
-        if s.local_reply is None:
-            payload = WRAPPED_UPSTREAM_BODY.encode() if path == "/wrapped" else b"{}"
-            ctype = "text/plain" if path == "/wrapped" else "application/json"
-            s.send_response_headers({":status": "200", "content-type": ctype, "content-length": str(len(payload))})
-            s.send_response_body(payload, end_of_stream=True)
-        s.complete()
-        status = int(s.downstream_response.headers[":status"])
-        obs: dict[str, Any] = {"status": status, "response": _response_view(status, s.downstream_response.headers.items())}
-        if status != 200 or path == "/wrapped":
-            obs["body"] = s.downstream_response.body.decode()
-        else:
-            obs["upstream"] = _norm(s.upstream_request.headers.items())
-            obs["upstream_body"] = s.upstream_request.body.decode()
-        out.append(obs)
-    return out
-
-
-def test_http_filter_parity(go_wasm, up) -> None:
-    up.set_response("/wrapped", WRAPPED_UPSTREAM_BODY, headers={"content-type": "text/plain"})
-    plugin_cfg = plugin_config("go_http", go_wasm["http_filter"], HTTP_CONFIG, VM_CONFIG)
-    with StaticEnvoy(http_listener([plugin_cfg], ROUTE_METADATA), {"upstream": up.port}) as env:
-        envoy = envoy_http(env)
-        envoy_logs = env.filter_logs("go_http")
-        envoy_stats = env.stats()
-    host = Host()
-    plugin = host.load_plugin(go_wasm["http_filter"], name="go_http", configuration=HTTP_CONFIG, vm_configuration=VM_CONFIG)
-    ours = host_http(plugin)
-    assert [o["status"] for o in envoy] == [200, 403, 200, 200, 200]
-    assert ("x-go-route-limits", "burst=20,rps=10") in envoy[0]["upstream"]      # not vacuous
-    assert envoy[2]["upstream_body"] == "<<HELLO WORLD>>"
-    for i, (e, h) in enumerate(zip(envoy, ours)):
-        assert e == h, f"request #{i} {HTTP_REQUESTS[i][:2]}:\n  envoy: {e}\n  host:  {h}"
-    assert envoy_logs == host_logs([r for r in plugin.logs if r.context_id != plugin.root_contexts[0].id])
-    for name in ("go_http.requests_total", "go_http.requests_method=GET", "go_http.requests_method=POST",
-                 "go_http.active_requests"):
-        assert int(envoy_stats["wasmcustom." + name]) == host.metrics[name], name
+def test_http_filter_parity(go_wasm, proxywasm_parity) -> None:
+    report = proxywasm_parity(Scenario([go_http(go_wasm["http_filter"])], [
+        Request("GET", "/items?page=2", {**CLIENT, "x-go-replace": "old", "x-go-remove": "bye", "x-go-lookup": "alice"}),
+        Request("GET", "/admin/users", CLIENT),
+        Request("POST", "/upload", {**CLIENT, "x-go-body": "buffer"}, body="hello world"),
+        Request("POST", "/upload", {**CLIENT, "x-go-body": "stream"}, body="small chunk"),
+        Request("GET", "/wrapped", {**CLIENT, "x-go-wrap-response": "1"}),
+    ], upstream=Response(200, {"content-type": "text/plain"}, 'say "hi"!'), route_metadata=ROUTE_METADATA))
+    e = report.envoy.exchanges
+    assert [x.status for x in e] == [200, 403, 200, 200, 200]
+    assert header(e[0].upstream[0], "x-go-route-limits") == ["burst=20,rps=10"]  # not vacuous
+    assert e[2].upstream[1] == b"<<HELLO WORLD>>"
+    for name in ("go_http.requests_total", "go_http.requests_method=GET", "go_http.requests_method=POST"):
+        assert name in report.envoy.metrics, name
 
 
 @pytest.mark.parametrize("policy,expected", [("fail_closed", [200, 503, 503]), ("fail_open", [200, 503, 200])])
-def test_panic_parity(go_wasm, up, policy, expected) -> None:
-    reqs = [("GET", "/a", {}, None), ("GET", "/b", {"x-go-panic": "1"}, None), ("GET", "/c", {}, None)]
-    plugin_cfg = plugin_config("go_http", go_wasm["http_filter"], HTTP_CONFIG, VM_CONFIG, failure_policy=policy.upper())
-    with StaticEnvoy(http_listener([plugin_cfg], ROUTE_METADATA), {"upstream": up.port}) as env:
-        envoy = envoy_http(env, reqs)
-        envoy_errors = [m for lvl, m in env.filter_logs("go_http") if lvl == "error"]
-    plugin = Host().load_plugin(go_wasm["http_filter"], name="go_http", configuration=HTTP_CONFIG,
-                                vm_configuration=VM_CONFIG, failure_policy=policy, raise_on_trap=False)
-    ours = host_http(plugin, reqs)
-    assert [o["status"] for o in envoy] == expected
-    assert [o["status"] for o in ours] == expected
-    assert envoy == ours
-    host_errors = [r.message for r in plugin.logs if r.level == "error"]
-    strip = re.compile(r"0x[0-9a-f]+")   # addresses in the goroutine trace may differ
-    assert [strip.sub("0x", m) for m in envoy_errors] == [strip.sub("0x", m) for m in host_errors]
-    assert envoy_errors[:2] == ["panic: ", "x-go-panic asked for a panic"]
+def test_panic_parity(go_wasm, proxywasm_parity, policy, expected) -> None:
+    report = proxywasm_parity(Scenario([go_http(go_wasm["http_filter"], policy)], [
+        Request(path="/a", headers=CLIENT), Request(path="/b", headers={**CLIENT, "x-go-panic": "1"}),
+        Request(path="/c", headers=CLIENT)], route_metadata=ROUTE_METADATA))
+    assert [x.status for x in report.envoy.exchanges] == expected
+    assert [m for lvl, m in all_lines(report) if lvl == "error"][:2] == ["panic: ", "x-go-panic asked for a panic"]
 
 
 # --- callouts -------------------------------------------------------------------------------------
 
-def test_callouts_parity(go_wasm, up) -> None:
+def test_callouts_parity(go_wasm, proxywasm_parity) -> None:
+    """Flags fetched by the root context at start; the auth cluster answers per user (no tick
+    fires during the run: see test_held_request_parity)."""
+    text = {"content-type": "text/plain"}
+    report = proxywasm_parity(Scenario(
+        [Filter(go_wasm["callout_filter"], configuration='{"tick_ms": 60000}', name="go_callouts")],
+        [Request(path="/orders", headers={"host": "shop"}),
+         Request(path="/orders", headers={"host": "shop", "x-go-user": "alice"}),
+         Request(path="/orders", headers={"host": "shop", "x-go-user": "mallory"})],
+        callouts={"flags": Response(200, text, "dark-mode=on"),
+                  "auth": {"/users/alice": Response(200, text, "role=admin"),
+                           "/users/mallory": Response(404, text, "no such user")}}))
+    e = report.envoy.exchanges
+    assert [x.status for x in e] == [200, 200, 403]
+    assert header(e[0].upstream[0], "x-go-flags") == ["dark-mode=on"]
+    assert header(e[1].upstream[0], "x-go-auth") == ["role=admin"]
+    assert e[2].client_body == b"user mallory refused by auth (404)\n"
+
+
+def test_held_request_parity(go_wasm, up) -> None:
+    """Hand-written: a request held until the next tick. On parity the root-context lines of the
+    main-thread and worker VMs, which tick on different threads in Envoy, would be compared in one
+    order (one log prefix), which Envoy does not fix; here only the stream lines are compared."""
     up.set_response("/flags", "dark-mode=on", headers={"content-type": "text/plain"})
     up.set_response("/users/alice", "role=admin", headers={"content-type": "text/plain"})
     up.set_response("/users/mallory", "no such user", status=404)
@@ -295,7 +141,7 @@ def test_callouts_parity(go_wasm, up) -> None:
     plugin_cfg = plugin_config("go_callouts", go_wasm["callout_filter"], '{"tick_ms": 1000}')
     with StaticEnvoy(http_listener([plugin_cfg]), {"upstream": up.port, "flags": up.port, "auth": up.port}) as env:
         deadline = time.monotonic() + 5
-        while "flags are now" not in " ".join(env.all_wasm_messages()) and time.monotonic() < deadline:
+        while "flags are now" not in " ".join(m for _, _, m in env.filter_logs()) and time.monotonic() < deadline:
             time.sleep(0.05)
         envoy = []
         with httpx.Client(timeout=10) as client:
@@ -303,7 +149,8 @@ def test_callouts_parity(go_wasm, up) -> None:
                 r = client.get(env.url("/orders"), headers={"host": "shop", **headers})
                 fwd = _norm(r.json()["header_list"]) if r.status_code == 200 else None
                 envoy.append((r.status_code, fwd, None if r.status_code == 200 else r.text))
-        envoy_logs = [e for e in env.filter_logs("go_callouts") if not e[1].startswith("holding stream")]
+        envoy_logs = [(lvl, m) for lvl, prefix, m in env.filter_logs()
+                      if prefix == " go_callouts" and lvl in _LEVELS and not m.startswith("holding stream")]
 
     host = Host()
     host.add_cluster("flags")
@@ -342,42 +189,17 @@ def test_callouts_parity(go_wasm, up) -> None:
 
 # --- shared data and queues -----------------------------------------------------------------------
 
-def test_shared_data_and_queue_parity(go_wasm, up) -> None:
+def test_shared_data_and_queue_parity(go_wasm, proxywasm_parity) -> None:
     wasm = go_wasm["shared_filter"]
-    chain = [plugin_config("counter", wasm, '{"role": "counter"}', vm_id="counter"),
-             plugin_config("collector", wasm, '{"role": "collector"}', vm_id="collector"),
-             plugin_config("edge", wasm, '{"role": "producer", "queue_vm_id": "collector"}', vm_id="edge")]
-    paths = ["/a", "/b", "/stale-cas", "/c"]
-    with StaticEnvoy(http_listener(chain), {"upstream": up.port}, concurrency=2) as env:
-        envoy = []
-        with httpx.Client(timeout=10) as client:
-            for p in paths:
-                envoy.append(_norm(client.get(env.url(p), headers={"host": "a"}).json()["header_list"]))
-        deadline = time.monotonic() + 5
-        while int(env.stats().get("wasmcustom.go_shared.events_collected", 0)) < len(paths) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        collected = int(env.stats()["wasmcustom.go_shared.events_collected"])
-        envoy_events = sorted(m for m in env.all_wasm_messages() if m.startswith("collected event"))
-
-    host = Host()
-    plugins = [host.load_plugin(wasm, name=c["name"], vm_id=c["vm_config"]["vm_id"], workers=2,
-                                configuration=c["configuration"]["value"]) for c in chain]
-    ours = []
-    for p in paths:
-        streams = [pl.http_stream() for pl in plugins]   # one request passes the whole chain
-        headers: Any = {":method": "GET", ":path": p, ":authority": "a", ":scheme": "http"}
-        for s in streams:
-            s.send_request_headers(headers, end_of_stream=True)
-            headers = list(s.upstream_request.headers.items())   # what the next filter gets
-        ours.append(_norm(headers))
-        for s in streams:
-            s.send_response_headers({":status": "200"}, end_of_stream=True)
-            s.complete()
-    assert [dict(e)["x-go-hits"] for e in envoy] == ["1", "2", "3", "4"]
-    assert dict(envoy[2])["x-go-stale-cas"] == "first=ok second=error status returned by host: cas mismatch"
-    assert envoy == ours
-    assert collected == host.metrics["go_shared.events_collected"] == len(paths)
-    assert envoy_events == sorted(r.message for r in plugins[1].logs if r.message.startswith("collected event"))
+    report = proxywasm_parity(Scenario(
+        [Filter(wasm, '{"role": "counter"}', vm_id="counter", name="counter"),
+         Filter(wasm, '{"role": "collector"}', vm_id="collector", name="collector"),
+         Filter(wasm, '{"role": "producer", "queue_vm_id": "collector"}', vm_id="edge", name="edge")],
+        [Request(path=p, headers={"host": "a"}) for p in ("/a", "/b", "/stale-cas", "/c")], workers=2))
+    e = report.envoy.exchanges
+    assert [header(x.upstream[0], "x-go-hits") for x in e] == [["1"], ["2"], ["3"], ["4"]]
+    assert header(e[2].upstream[0], "x-go-stale-cas") == ["first=ok second=error status returned by host: cas mismatch"]
+    assert report.envoy.metrics["go_shared.events_collected"] == 4
 
 
 # --- TCP filter -----------------------------------------------------------------------------------
@@ -404,7 +226,7 @@ def test_tcp_filter_parity(go_wasm) -> None:
                         got += chunk
                     received.append(got)
                 time.sleep(0.3)
-            envoy_logs = env.filter_logs("go_tcp")
+            envoy_logs = [(lvl, m) for lvl, prefix, m in env.filter_logs() if prefix == " go_tcp" and lvl in _LEVELS]
             envoy_stats = env.stats()
     finally:
         server.shutdown()
