@@ -6,6 +6,7 @@ Everything Envoy refuses at load time is refused here with ModuleLoadError.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -154,31 +155,80 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
         if digest in _COMPILED:
             return _COMPILED[digest], True
     engine = ENGINE.engine
-    path = cache_dir() / f"{digest}-{_engine_fingerprint()}.cwasm"
-    module = None
-    cached = False
-    if path.is_file():
-        try:
-            module = wasmtime.Module.deserialize_file(engine, str(path))
-            cached = True
-        except wasmtime.WasmtimeError:
-            module = None  # stale or corrupt cache entry: recompile
+    directory = trusted_cache_dir()
+    path = directory / f"{digest}-{_engine_fingerprint()}.cwasm" if directory else None
+    module = _load_cached(engine, path) if path else None
+    cached = module is not None
     if module is None:
         try:
             module = wasmtime.Module(engine, wasm)
         except wasmtime.WasmtimeError as e:
             raise ModuleLoadError(f"{name}: Failed to parse corrupted Wasm module: {_error_text(e)}") from None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(module.serialize())
-            os.replace(tmp, path)
-        except OSError:
-            pass  # an unwritable cache only costs speed
+        if path:
+            _store_cached(module.serialize(), path)
     with _COMPILED_LOCK:
         _COMPILED[digest] = module
+        while len(_COMPILED) > COMPILED_IN_PROCESS:
+            _COMPILED.pop(next(iter(_COMPILED)))  # the oldest: a long session's memory stays flat
     return module, cached
+
+
+#: compiled modules kept in memory per process (the disk cache keeps them all)
+COMPILED_IN_PROCESS = 32
+
+
+def trusted_cache_dir() -> Path | None:
+    """The compile cache directory, created private; None (compile every time) when it is
+    writable by others, as ssh refuses such a directory for its keys: anyone who can write
+    there could make us run their machine code."""
+    directory = cache_dir()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = directory.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o022:
+        _warn_once(f"compile cache {directory} is writable by group or others (mode {mode & 0o777:o}): not used")
+        return None
+    return directory
+
+
+def _load_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
+    """A cached artifact whose content still has the hash recorded when it was written;
+    anything else (missing, corrupted, tampered, stale) is recompiled."""
+    try:
+        recorded = path.with_suffix(".sha256").read_text().strip()
+        with open(path, "rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+    if actual != recorded:
+        _warn_once(f"compile cache entry {path.name} does not match its recorded hash: recompiling")
+        return None
+    try:
+        return wasmtime.Module.deserialize_file(engine, str(path))
+    except wasmtime.WasmtimeError:
+        return None  # written by another wasmtime: recompile
+
+
+def _store_cached(artifact: bytes, path: Path) -> None:
+    try:
+        for target, data in ((path, artifact), (path.with_suffix(".sha256"), hashlib.sha256(artifact).hexdigest().encode())):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+    except OSError:
+        pass  # an unwritable cache only costs speed
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logging.getLogger("proxywasm").warning(message)
 
 
 def _error_text(e: Exception) -> str:

@@ -97,3 +97,39 @@ def test_corrupt_cache_entry_is_recompiled(tmp_path, monkeypatch):
     module_mod._COMPILED.clear()
     again = load_module(wasm)
     assert not again.from_cache and again.abi == first.abi
+
+
+def test_tampered_cache_entry_is_recompiled_not_run(tmp_path, monkeypatch, caplog):
+    """One flipped byte inside the machine code would crash the process or run altered code if it
+    were deserialized: the hash recorded at write time catches it and the module is recompiled."""
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
+    wasm = build({"proxy_on_vm_start": "(call $rec (i32.const 7)) (i32.const 1)"}, {"unique": "tamper-%d" % id(tmp_path)})
+    load_module(wasm)
+    (cwasm,) = tmp_path.glob("*.cwasm")
+    data = bytearray(cwasm.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cwasm.write_bytes(bytes(data))
+    module_mod._COMPILED.clear()
+    again = load_module(wasm)
+    assert not again.from_cache
+    assert "does not match its recorded hash: recompiling" in caplog.text
+    assert records(Host().load_plugin(again).workers[0].vm) == [7]
+
+
+def test_cache_directory_writable_by_others_is_not_used(tmp_path, monkeypatch, caplog):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(shared))
+    wasm = build({}, {"unique": "shared-%d" % id(tmp_path)})
+    load_module(wasm)
+    module_mod._COMPILED.clear()
+    assert not load_module(wasm).from_cache and not list(shared.iterdir())
+    assert "is writable by group or others (mode 777): not used" in caplog.text
+
+
+def test_in_process_compile_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path))
+    for i in range(module_mod.COMPILED_IN_PROCESS + 5):
+        load_module(build({}, {"unique": f"lru-{i}-{id(tmp_path)}"}))
+    assert len(module_mod._COMPILED) == module_mod.COMPILED_IN_PROCESS
