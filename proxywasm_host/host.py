@@ -196,6 +196,18 @@ class Host:
         self.plugins.append(plugin)
         return plugin
 
+    def load_chain(self, filters: "list[tuple[ModuleSource | ProxyWasmModule, dict[str, Any]]]") -> list[Plugin]:
+        """Start plugins in filter-chain order as Envoy starts a listener's filters: each one's
+        main-thread VMs first (with extra_vms), then on each worker every plugin in chain order,
+        so start-up log lines and counters come in Envoy's order."""
+        plugins = [Plugin(self, self.load_module(m), **{**options, "start_workers": False}) for m, options in filters]
+        self.plugins.extend(plugins)
+        for index in range(max((p.worker_count for p in plugins), default=0)):
+            for plugin in plugins:
+                if index < plugin.worker_count:
+                    plugin.workers.append(plugin._start_worker(index))
+        return plugins
+
     def shared_vm(self, key: tuple, index: int) -> Any:
         """A live VM on worker `index` that a new plugin with the same VM key may join."""
         vm = self._vms.get(key, {}).get(index)

@@ -1,6 +1,7 @@
 """Filter log lines, captured per VM and filterable per plugin and per stream."""
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from typing import Any
 from .abi import LogLevel
 
 _logger = logging.getLogger("proxywasm")
+_SEQUENCE = itertools.count()
 _logger.addHandler(logging.NullHandler())  # a library: the application decides where filter lines go
 
 
@@ -20,6 +22,7 @@ class LogRecord:
     plugin: str
     source: Any = field(default=None, repr=False, compare=False)  # the Plugin object (VMs may be shared)
     prefix: str = field(default="", repr=False, compare=False)  # Envoy's: "wasm log<prefix>: <message>"
+    seq: int = field(default_factory=lambda: next(_SEQUENCE), repr=False, compare=False)  # process-wide order
 
     def __str__(self) -> str:
         return f"[{self.level}] {self.message}"

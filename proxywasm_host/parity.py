@@ -280,13 +280,13 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
     for cluster in ("upstream", *scenario.callouts):
         host.add_cluster(cluster)
     properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else None
-    plugins: list[Plugin] = []
     try:
-        for f in scenario.filters:
-            plugins.append(host.load_plugin(
-                bytes(f.module) if isinstance(f.module, (bytes, bytearray)) else str(f.module), name=f.name, root_id=f.root_id,
-                vm_id=f.vm_id, configuration=f.configuration, vm_configuration=f.vm_configuration,
-                failure_policy=f.failure_policy, raise_on_trap=False, workers=scenario.workers))
+        plugins = host.load_chain([
+            (bytes(f.module) if isinstance(f.module, (bytes, bytearray)) else str(f.module),
+             {"name": f.name, "root_id": f.root_id, "vm_id": f.vm_id, "configuration": f.configuration,
+              "vm_configuration": f.vm_configuration, "failure_policy": f.failure_policy, "raise_on_trap": False,
+              "workers": scenario.workers})
+            for f in scenario.filters])
     except (ModuleLoadError, PluginRejected) as exc:
         return Side(refusal=str(exc).splitlines()[0])
     side = Side()
@@ -296,7 +296,7 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
             host.clock.advance(ms=req.after_ms)
             _answer_callouts(host, scenario, [])
         side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties))
-    for record in (r for p in plugins for r in p.logs):
+    for record in sorted((r for p in plugins for r in p.logs), key=lambda r: r.seq):  # in time order, as Envoy prints
         side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
         side.log_text += f"[{record.level}] wasm log{record.prefix}: {record.message}\n"
     side.metrics = {k: v for k, v in host.metrics.snapshot().items() if isinstance(v, int)}

@@ -104,6 +104,7 @@ class Plugin:
         deadline_ms: int = DEFAULT_DEADLINE_MS,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
         raise_on_trap: bool = True,
+        start_workers: bool = True,
     ):
         if failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"failure_policy {failure_policy!r}; allowed: {', '.join(FAILURE_POLICIES)}")
@@ -130,8 +131,11 @@ class Plugin:
         self.raise_on_trap = raise_on_trap
         self._next_worker = 0
         self._retired_logs: list[LogRecord] = []
+        self.worker_count = workers
         self.main_thread = self._start_envoy_vms() if host.extra_vms else None
-        self.workers = [self._start_worker(i) for i in range(workers)]
+        self.workers: list[Worker] = []
+        if start_workers:  # else Host.load_chain starts them, worker by worker across the chain
+            self.workers = [self._start_worker(i) for i in range(workers)]
 
     # -- VM lifecycle ----------------------------------------------------------
 

@@ -199,3 +199,15 @@ def test_upstream_address_once_the_upstream_is_picked():
     conn = plugin.tcp_stream()
     conn.send_upstream_data(b"hi")
     assert records(vm)[2] == 0
+
+
+def test_a_chain_starts_in_envoys_order():
+    """Envoy 1.40 (measured with two filters): each filter's canary and main-thread VMs start first,
+    then each worker starts every filter in chain order. Host.load_chain does the same."""
+    wasm = build({"proxy_on_configure": "(drop (call $proxy_log (i32.const 2) (i32.const 0x800) (i32.const 1))) (i32.const 1)"},
+                 extra='(data (i32.const 0x800) "c")')
+    host = Host(extra_vms=True)
+    first, second = host.load_chain([(wasm, {"name": "a", "root_id": "a"}), (wasm, {"name": "b", "root_id": "b"})])
+    order = [r.prefix for r in sorted(first.logs + second.logs, key=lambda r: r.seq)]
+    assert order == [" a", " a", " b", " b", " a", " b"]  # canary + main of a, of b, then worker 0: a, b
+    assert len(first.workers) == len(second.workers) == 1
