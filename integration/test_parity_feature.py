@@ -72,7 +72,7 @@ def test_cli_on_the_rust_sdk_filter() -> None:
             "-H", "x-edge-remove: bye", "--requests", "3"]
     proc = _cli(*args)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("identical (Envoy 1.40 vs host)\ncompared: 3 request(s) (Envoy's statuses: 200 200 200)")
+    assert proc.stdout.startswith("identical (Envoy 1.40 vs host)\ncompared: 3 request(s) (Envoy's statuses: 200 200 200), ")
     doc = json.loads(_cli(*args, "--json").stdout)
     assert doc["identical"] is True and doc["differences"] == [] and len(doc["masked"]) >= 5
 
@@ -87,5 +87,6 @@ def test_cli_exits_1_and_prints_both_values_on_a_difference(tmp_path: Path) -> N
     path.write_bytes(build({"proxy_on_log": on_log}, strings))
     proc = _cli(str(path), "--requests", "1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("1 difference(s) (Envoy 1.40 vs host)")
+    assert proc.stdout.startswith("3 difference(s) (Envoy 1.40 vs host)")  # one cause, three observations:
     assert "log lines 'wasm log filter0:' from line 0:\n    envoy: [('info', '15000')]\n    host:  []" in proc.stdout
+    assert "host:  ['env.proxy_get_header_map_value return: 1']" in proc.stdout  # NotFound in the host only

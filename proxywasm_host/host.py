@@ -261,6 +261,12 @@ class Host:
             "connection": {"id": connection_id, "mtls": False},
         }
 
+    def apply_router_defaults(self, headers: HeaderMap, elapsed_ns: int) -> None:
+        """What Envoy's router adds to an upstream response before the filters see it:
+        x-envoy-upstream-service-time (ms; here the virtual time since the request started)."""
+        if self.connection_manager_defaults and headers.get(b"x-envoy-upstream-service-time") is None:
+            headers.add(b"x-envoy-upstream-service-time", str(elapsed_ns // 1_000_000).encode())
+
     def upstream_attributes(self) -> dict[str, Any]:
         """upstream.* once a stream or connection has an upstream host (Envoy: from the router or tcp_proxy)."""
         ip, port = self.upstream_address

@@ -274,6 +274,7 @@ class HttpStream(Context):
         self.reset_details: str | None = None
         self.trap: GuestTrap | None = None
         self.completed = False
+        self.logged = False
         self.in_log = False
         self.created = False
         self.start_time_ns = plugin.host.clock.now_ns
@@ -317,6 +318,7 @@ class HttpStream(Context):
                 "there is no upstream response for it to see"
             )
         self._check_response_allowed()
+        self.plugin.host.apply_router_defaults(hm, self.plugin.host.clock.now_ns - self.start_time_ns)
         return self.response.send_headers(hm, end_of_stream)
 
     def send_response_body(self, body: bytes | str, end_of_stream: bool = True) -> PhaseResult:
@@ -335,9 +337,20 @@ class HttpStream(Context):
         maps read-only), then proxy_on_done, then proxy_on_delete."""
         if self.completed:
             return
+        self.run_log_phase()
         self.completed = True
         if self.worker.vm.failed is not None:
             return
+        self._call("proxy_on_done")
+        self._call("proxy_on_delete")
+        self.state.contexts.pop(self.id, None)
+
+    def run_log_phase(self) -> None:
+        """The access-log phase alone (proxy_on_log). In a chain Envoy runs it for every filter,
+        creating the context of a filter the request never reached, before any proxy_on_done."""
+        if self.logged or self.worker.vm.failed is not None:
+            return
+        self.logged = True
         self._ensure_created()
         self.request.end()
         self.response.end()
@@ -346,9 +359,6 @@ class HttpStream(Context):
             self._call("proxy_on_log")
         finally:
             self.in_log = False
-        self._call("proxy_on_done")
-        self._call("proxy_on_delete")
-        self.state.contexts.pop(self.id, None)
 
     @property
     def logs(self) -> list:  # type: ignore[override]

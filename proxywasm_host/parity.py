@@ -128,6 +128,9 @@ class Side:
     exchanges: list[Exchange] = field(default_factory=list)
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # Envoy log prefix -> (level, message)
     metrics: dict[str, int] = field(default_factory=dict)
+    traps: list[str] = field(default_factory=list)  # the callbacks that trapped, in order
+    callbacks: list[str] = field(default_factory=list)  # the worker's callbacks with arguments, from the trace
+    hostcall_errors: list[str] = field(default_factory=list)  # its hostcalls that returned non-zero
     log_text: str = ""  # the raw log, for a failure report
 
 
@@ -157,7 +160,8 @@ class ParityReport:
         e = self.envoy
         statuses = " ".join(str(x.status) for x in e.exchanges) or "-"
         compared = (f"compared: {len(e.exchanges)} request(s) (Envoy's statuses: {statuses}), "
-                    f"{sum(map(len, e.logs.values()))} log line(s), {len(e.metrics)} metric(s)")
+                    f"{sum(map(len, e.logs.values()))} log line(s), {len(e.metrics)} metric(s), "
+                    f"{len(e.callbacks)} traced callback(s)")
         lines = [f"{head} (Envoy 1.40 vs host)", compared, *(str(d) for d in self.differences), "masked:"]
         lines += [f"  - {m}" for m in self.masked]
         return "\n".join(lines)
@@ -207,7 +211,38 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
     if envoy.metrics != host.metrics:
         keys = sorted(k for k in set(envoy.metrics) | set(host.metrics) if envoy.metrics.get(k) != host.metrics.get(k))
         diffs.append(Difference("metrics", {k: envoy.metrics.get(k) for k in keys}, {k: host.metrics.get(k) for k in keys}))
+    for name in ("traps", "callbacks", "hostcall_errors"):
+        e_seq, h_seq = getattr(envoy, name), getattr(host, name)
+        if e_seq != h_seq:
+            at = next((i for i, (a, b) in enumerate(zip(e_seq, h_seq)) if a != b), min(len(e_seq), len(h_seq)))
+            diffs.append(Difference(f"{name.replace('_', ' ')} from #{at}", e_seq[at:at + 5], h_seq[at:at + 5]))
     return diffs
+
+
+_TRAP = re.compile(r"Function: (\w+) failed")
+
+
+def summarize_trace(lines: list[str]) -> tuple[list[str], list[str]]:
+    """(callbacks with their arguments, hostcalls that returned non-zero) of a worker's trace from
+    its first stream on; ticks are left out (Envoy's fire on a real clock)."""
+    start = next((i for i, line in enumerate(lines) if _STREAM_CREATED.match(line)), len(lines))
+    callbacks: list[str] = []
+    errors: list[str] = []
+    in_tick = 0
+    for line in lines[start:]:
+        direction, _, call = line.partition("] ")
+        if call.startswith("proxy_on_tick"):
+            in_tick += 1 if direction == "[host->vm" else -1
+        elif in_tick:
+            continue
+        elif direction == "[host->vm":
+            callbacks.append(call)
+        elif direction == "[vm<-host" and not call.endswith((" return: 0", " return: void")):
+            errors.append(call)
+    return callbacks, errors
+
+
+_STREAM_CREATED = re.compile(r"^\[host->vm\] proxy_on_context_create\(\d+, [1-9]\d*\)$")
 
 
 def _log_group(prefix: str) -> str:
@@ -276,7 +311,7 @@ def _response_pairs(resp: Response) -> tuple[HeaderList, bytes]:
 
 def run_host(scenario: Scenario, **host_options: Any) -> Side:
     scenario = _named(scenario)
-    host = Host(**{"log_level": scenario.log_level, "extra_vms": True, **host_options})
+    host = Host(**{"log_level": scenario.log_level, "extra_vms": True, "trace": True, **host_options})
     for cluster in ("upstream", *scenario.callouts):
         host.add_cluster(cluster)
     properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else None
@@ -289,43 +324,47 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
             for f in scenario.filters])
     except (ModuleLoadError, PluginRejected) as exc:
         return Side(refusal=str(exc).splitlines()[0])
+    traps: list[str] = []
     side = Side()
     _answer_callouts(host, scenario, [])  # calls made while starting (compared per request only)
     for req in scenario.requests:
         if req.after_ms:
             host.clock.advance(ms=req.after_ms)
             _answer_callouts(host, scenario, [])
-        side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties))
+        side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties, traps))
     for record in sorted((r for p in plugins for r in p.logs), key=lambda r: r.seq):  # in time order, as Envoy prints
         side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
         side.log_text += f"[{record.level}] wasm log{record.prefix}: {record.message}\n"
     side.metrics = {k: v for k, v in host.metrics.snapshot().items() if isinstance(v, int)}
+    if scenario.workers == 1:  # with more, Envoy's threads interleave their traces
+        side.callbacks, side.hostcall_errors = summarize_trace(host.trace or [])
+    side.traps = traps
     return side
 
 
-def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario, properties: Any) -> Exchange:
+def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario, properties: Any,
+                   traps: list[str]) -> Exchange:
     wire = _client_headers(req)
     authority = next(v for k, v in wire if k.lower() == "host")
     headers: HeaderList = [(":authority", authority), (":path", req.path), (":method", req.method),
                            *((k, v) for k, v in wire if k.lower() != "host")]
     chunks, trailers = _chunks(req), _pairs(req.trailers) if req.trailers is not None else None
     callouts: list[tuple[str, str, str, HeaderList, bytes]] = []
+    chain = [plugin.http_stream(worker=0, properties=properties) for plugin in plugins]
     streams = []
-    for plugin in plugins:  # decoding: each filter gets what the previous one let through
-        s = plugin.http_stream(worker=0, properties=properties)
+    for s in chain:  # decoding: each filter gets what the previous one let through
         streams.append(s)
         s.send_request_headers(headers, end_of_stream=not chunks and trailers is None)
-        _answer_callouts(host, sc, callouts)
         for chunk in chunks:
             if s.local_reply is None:
                 s.send_request_body(chunk, end_of_stream=False)
-                _answer_callouts(host, sc, callouts)
         if s.local_reply is None and (chunks or trailers is not None):
             if trailers is not None:
                 s.send_request_trailers(trailers)
             else:
                 s.send_request_body(b"", end_of_stream=True)
-            _answer_callouts(host, sc, callouts)
+        # the client sent the whole request at once: callout answers come after it, as over the network
+        _answer_callouts(host, sc, callouts)
         if s.local_reply is not None or not s.upstream_request.complete:
             break
         up = s.upstream_request
@@ -352,8 +391,11 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
         _answer_callouts(host, sc, callouts)
         out = s.downstream_response
         response, body = (list(out.headers.items()) if out.headers is not None else []), out.body
-    for s in streams:
+    for s in chain:  # Envoy's teardown: every filter's on_log, then each one's on_done and on_delete
+        s.run_log_phase()
+    for s in chain:
         s.complete()
+        traps.extend([s.trap.callback] if s.trap is not None else [])
     client = dict(response).get(":status")
     status = int(client) if client else 0
     return Exchange(status, _headers(_framed(response, body), _CLIENT_MASK), body, _upstream_view(upstream),
@@ -416,7 +458,7 @@ def _answer(sc: Scenario, cluster: str, path: str) -> Response | None:
 # -- Envoy -----------------------------------------------------------------------------------
 
 def run_envoy(scenario: Scenario) -> Side:
-    from .envoy.static import EnvoyRefused, StaticEnvoy, http_listener, plugin_config
+    from .envoy.static import EnvoyRefused, StaticEnvoy, http_listener, plugin_config, trace_by_thread
 
     scenario = _named(scenario)
     with ExitStack() as stack:
@@ -430,9 +472,8 @@ def run_envoy(scenario: Scenario) -> Side:
                                  f.vm_id, f.failure_policy.upper()) for i, f in enumerate(scenario.filters)]
         listener = http_listener(configs, scenario.route_metadata)
         try:
-            env = stack.enter_context(StaticEnvoy(listener, ports,
-                                                  concurrency=scenario.workers,
-                                                  component_log_level=f"wasm:{scenario.log_level}"))
+            env = stack.enter_context(StaticEnvoy(listener, ports, concurrency=scenario.workers,
+                                                  component_log_level="wasm:trace"))
         except EnvoyRefused as exc:
             return Side(refusal=str(exc), log_text=exc.log[-4000:])
         side = Side()
@@ -448,6 +489,11 @@ def run_envoy(scenario: Scenario) -> Side:
                 side.logs.setdefault(_log_group(prefix), []).append((level, _mask(message)))
                 side.log_text += f"[{level}] wasm log{prefix}: {message}\n"
         side.metrics = {k.removeprefix("wasmcustom."): int(v) for k, v in env.stats().items() if v.isdigit()}
+        log = env.log()
+        side.traps = _TRAP.findall("\n".join(line for line in log.splitlines() if "][wasm]" in line and "[error]" in line))
+        if scenario.workers == 1:
+            worker = next((lines for lines in trace_by_thread(log).values() if any(map(_STREAM_CREATED.match, lines))), [])
+            side.callbacks, side.hostcall_errors = summarize_trace(worker)
         return side
 
 

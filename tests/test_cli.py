@@ -355,7 +355,7 @@ def test_run_pass_through(capsys, modules, tmp_path):
             "  proxy_on_response_headers: Continue (returned 0)\n  proxy_on_response_body: NotCalled\n") in out
     assert "upstream request:\n  :authority: localhost\n  :path: /x\n  :method: POST\n  :scheme: http\n" in out
     assert "  x-seen: 1\n  x-tag: blue\n  body: 'hello'\n" in out
-    assert "response to client:\n  :status: 200\n  content-type: text/plain\n  x-filtered: yes\n  body: 'world'\n" in out
+    assert "response to client:\n  :status: 200\n  content-type: text/plain\n  x-envoy-upstream-service-time: 0\n  x-filtered: yes\n  body: 'world'\n" in out
     assert "local reply: none" in out and "pending HTTP callouts: none" in out
     assert "  [info] request seen\n" in out
     assert "metrics:\n  cli_test.requests = 1\n" in out

@@ -86,7 +86,8 @@ def test_response_headers(plugin) -> None:
     stream.send_response_headers({":status": "201", "x-upstream-secret": "s3cr3t"}, end_of_stream=True)
     stream.complete()
     assert list(stream.downstream_response.headers.items()) == [
-        (":status", "201"), ("x-edge-tag", "green"), ("x-edge-upstream-status", "201")]
+        (":status", "201"), ("x-envoy-upstream-service-time", "0"), ("x-edge-tag", "green"),
+        ("x-edge-upstream-status", "201")]  # Envoy's router added the service time
 
 
 # -- local replies --------------------------------------------------------------------------------
