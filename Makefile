@@ -28,3 +28,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) filters/out tests/modules/out .pytest_cache
+
+# A seeded mutation campaign over our modules and the SDK examples (fuzz/run.py; reproducers in fuzz/findings/).
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) fuzz/run.py --seconds $(or $(FUZZ_SECONDS),300) --seed $(or $(FUZZ_SEED),0)
