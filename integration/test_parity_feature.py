@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxywasm_host.parity import Filter, Request, Response, Scenario, run_parity
+from proxywasm_host.parity import (KEPT_OPEN, Connection, Filter, Flow, Request, Response, Scenario, Side, compare,
+                                   run_parity)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples" / "go"), str(ROOT / "examples" / "rust"), str(ROOT / "tests")]
@@ -90,3 +91,67 @@ def test_cli_exits_1_and_prints_both_values_on_a_difference(tmp_path: Path) -> N
     assert proc.stdout.startswith("3 difference(s) (Envoy 1.40 vs host)")  # one cause, three observations:
     assert "log lines 'wasm log filter0:' from line 0:\n    envoy: [('info', '15000')]\n    host:  []" in proc.stdout
     assert "host:  ['env.proxy_get_header_map_value return: 1']" in proc.stdout  # NotFound in the host only
+
+
+# --- network (TCP) filters ----------------------------------------------------------------------
+
+def wat_tcp_filter() -> bytes:
+    """A network filter in WAT: counts the client's bytes (counter wat_tcp.bytes) and logs each
+    chunk; holds a chunk starting with "h" (StopIteration), closes the connection itself on one
+    starting with "q", and prefixes the rest with "<"; prefixes what comes back with ">"."""
+    strings = {"metric": "wat_tcp.bytes", "open": "open", "lt": "<", "gt": ">", "quit": "quit: closing",
+               "down": "downstream closed", "up": "upstream closed", "done": "done"}
+    return build({
+        "proxy_on_configure": "(drop (call $proxy_define_metric (i32.const 0) {metric} (i32.const 0x200))) (i32.const 1)",
+        "proxy_on_new_connection": "(drop (call $proxy_log (i32.const 2) {open})) (i32.const 0)",
+        "proxy_on_downstream_data": """
+    (if (i32.eqz (local.get $size)) (then (return (i32.const 0))))
+    (drop (call $proxy_increment_metric (i32.load (i32.const 0x200)) (i64.extend_i32_u (local.get $size))))
+    (drop (call $proxy_get_buffer_bytes (i32.const 2) (i32.const 0) (local.get $size) (i32.const 0x100) (i32.const 0x104)))
+    (if (i32.eq (i32.load8_u (i32.load (i32.const 0x100))) (i32.const 113))
+      (then (drop (call $proxy_log (i32.const 2) {quit}))
+            (drop (call $proxy_close_stream (i32.const 2)))
+            (return (i32.const 1))))
+    (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (local.get $size)))
+    (if (i32.eq (i32.load8_u (i32.load (i32.const 0x100))) (i32.const 104)) (then (return (i32.const 1))))
+    (drop (call $proxy_set_buffer_bytes (i32.const 2) (i32.const 0) (i32.const 0) {lt}))
+    (i32.const 0)""",
+        "proxy_on_upstream_data": """
+    (if (local.get $size) (then (drop (call $proxy_set_buffer_bytes (i32.const 3) (i32.const 0) (i32.const 0) {gt}))))
+    (i32.const 0)""",
+        "proxy_on_downstream_connection_close": "(drop (call $proxy_log (i32.const 2) {down}))",
+        "proxy_on_upstream_connection_close": "(drop (call $proxy_log (i32.const 2) {up}))",
+        "proxy_on_done": "(drop (call $proxy_log (i32.const 2) {done})) (i32.const 1)",
+    }, strings)
+
+
+def test_a_wat_network_filter_is_identical(proxywasm_parity) -> None:
+    """Forwarded and echoed, closed by the filter, held: the flows, logs, counter and the close
+    callbacks (upstream Unknown then downstream Local when the client ends; downstream Local only
+    when the filter closes; none while it holds the client's end of stream) match Envoy's."""
+    report = proxywasm_parity(Scenario([Filter(wat_tcp_filter(), name="wat_tcp")], connections=[
+        Connection(["one\n", "two\n"]), Connection(["x", "quit\n", "never sent"]), Connection(["hold", "on"])]))
+    assert report.envoy.flows == [Flow(b"<one\n<two\n", b"><one\n><two\n", "client"),
+                                  Flow(b"<x", b"><x", "proxy after chunk 2"), Flow(b"", b"", KEPT_OPEN)]
+    assert report.envoy.metrics == {"wat_tcp.bytes": 4 + 4 + 1 + 5 + 4 + 6 + 6}  # a held chunk is seen again
+    assert [m for _, m in report.envoy.logs["'wasm log wat_tcp:'"]].count("downstream closed") == 2
+    assert [c for c in report.envoy.callbacks if "connection_close" in c] == [
+        "proxy_on_upstream_connection_close(2, 0)", "proxy_on_downstream_connection_close(2, 1)",
+        "proxy_on_downstream_connection_close(3, 1)"]
+
+
+def test_a_connection_difference_is_named() -> None:
+    envoy = Side(flows=[Flow(b"<a", b"><a", "client")])
+    host = Side(flows=[Flow(b"<a", b">a", "proxy after chunk 1"), Flow(b"", b"", "client")])
+    assert [(d.observation, d.envoy, d.host) for d in compare(envoy, host)] == [
+        ("connection 0: client received", b"><a", b">a"), ("connection 0: closed by", "client", "proxy after chunk 1"),
+        ("connections", 1, 2)]
+
+
+def test_cli_runs_a_network_filter(tmp_path: Path) -> None:
+    path = tmp_path / "wat_tcp.wasm"
+    path.write_bytes(wat_tcp_filter())
+    proc = _cli(str(path), "--tcp", "one", "--tcp", "quit", "--tcp", "never sent", "--requests", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("identical (Envoy 1.40 vs host)\ncompared: 1 connection(s) (closed by: proxy after chunk 2), "
+                                  "5 log line(s), 1 metric(s)")

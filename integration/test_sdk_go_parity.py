@@ -5,19 +5,14 @@ On proxywasm_host.parity (every observation compared: statuses, client and upstr
 bodies, callouts, log lines, wasmcustom metrics): the HTTP filter with VM configuration and route
 metadata, its panics under both failure policies, the callout filter (root-context callouts at
 start and on ticks, a stream callout answered per path, a request held until a tick), and the
-shared-data/queue filter as a chain of three plugins with their own vm_id on two workers.
-Envoy's statuses and a few values are checked on Envoy's side, so the comparison is not vacuous.
-
-Still hand-written: the TCP (network) filter, because parity has no network filters yet; it runs
-in a static Envoy from proxywasm_host.envoy.static.
+shared-data/queue filter as a chain of three plugins with their own vm_id on two workers, and the
+TCP (network) filter before tcp_proxy (per connection: what the upstream and the client received,
+who closed). Envoy's statuses and a few values are checked on Envoy's side, so the comparison is
+not vacuous.
 """
 from __future__ import annotations
 
-import re
-import socket
-import socketserver
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,11 +20,10 @@ import httpx
 import pytest
 
 from proxywasm_host import Host
-from proxywasm_host.abi import PeerType
 from proxywasm_host.envoy import EchoUpstream
-from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_config, tcp_listener
+from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_config
 from proxywasm_host.envoy.validate import find_envoy
-from proxywasm_host.parity import Filter, Request, Response, Scenario
+from proxywasm_host.parity import Connection, Filter, Flow, Request, Response, Scenario
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "go"))
 import build_go  # noqa: E402
@@ -204,54 +198,15 @@ def test_shared_data_and_queue_parity(go_wasm, proxywasm_parity) -> None:
 
 # --- TCP filter -----------------------------------------------------------------------------------
 
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(4096):
-            self.request.sendall(data)
-
-
-def test_tcp_filter_parity(go_wasm) -> None:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with StaticEnvoy(tcp_listener(plugin_config("go_tcp", go_wasm["tcp_filter"])), {"upstream": server.server_address[1]}) as env:
-            received = []
-            for lines in ([b"hello\n", b"bye\n"], [b"ping\n", b"QUIT\r\n"]):
-                with socket.create_connection(("127.0.0.1", env.port), timeout=3) as sock:
-                    got = b""
-                    for line in lines:
-                        sock.sendall(line)
-                        chunk = sock.recv(4096)
-                        got += chunk
-                    received.append(got)
-                time.sleep(0.3)
-            envoy_logs = [(lvl, m) for lvl, prefix, m in env.filter_logs() if prefix == " go_tcp" and lvl in _LEVELS]
-            envoy_stats = env.stats()
-    finally:
-        server.shutdown()
-        server.server_close()
-
-    host = Host()
-    plugin = host.load_plugin(go_wasm["tcp_filter"], name="go_tcp")
-    ours = []
-    for lines in ([b"hello\n", b"bye\n"], [b"ping\n", b"QUIT\r\n"]):
-        conn = plugin.tcp_stream()
-        conn.connect()
-        for line in lines:
-            before = len(conn.upstream_received)
-            conn.send_downstream_data(line)
-            echoed = bytes(conn.upstream_received[before:])
-            if echoed and conn.closed is None:
-                conn.send_upstream_data(echoed)             # the echo server answers
-        ours.append(bytes(conn.downstream_received))
-        if conn.closed is None:                             # the client closes: tcp_proxy's sequence
-            conn.send_downstream_data(b"", end_of_stream=True)
-            conn.send_upstream_data(b"", end_of_stream=True)
-            conn.close("downstream", PeerType.LOCAL)
-    assert received == [b"go> HELLO\ngo> BYE\n", b"go> PING\n"] == ours
-    strip_port = re.compile(r"127\.0\.0\.1:\d+")
-    assert [(lvl, strip_port.sub("ADDR", m)) for lvl, m in envoy_logs] == \
-        [(lvl, strip_port.sub("ADDR", m)) for lvl, m in host_logs(plugin.logs)]
-    assert int(envoy_stats["wasmcustom.go_tcp.connections"]) == host.metrics["go_tcp.connections"] == 2
-    assert int(envoy_stats["wasmcustom.go_tcp.downstream_bytes"]) == host.metrics["go_tcp.downstream_bytes"] == 21
+def test_tcp_filter_parity(go_wasm, proxywasm_parity) -> None:
+    """The network filter before tcp_proxy to an echo server: upper-cased on the way up, "go> " on
+    the way back, a QUIT line closes the connection from the filter."""
+    report = proxywasm_parity(Scenario([Filter(go_wasm["tcp_filter"], name="go_tcp")], connections=[
+        Connection([b"hello\n", b"bye\n"]), Connection([b"ping\n", b"QUIT\r\n"])]))
+    assert report.envoy.flows == [Flow(b"HELLO\nBYE\n", b"go> HELLO\ngo> BYE\n", "client"),
+                                  Flow(b"PING\n", b"go> PING\n", "proxy after chunk 2")]
+    lines = [m for _, m in all_lines(report)]
+    assert lines[1:4] == ["upstream closed (peer type 0)", "downstream closed (peer type 1)",
+                          "connection done: 10 bytes in, 10 bytes out, closed by filter: false"]
+    assert "client said QUIT: closing" in lines and lines[-1].endswith("closed by filter: true")
+    assert report.envoy.metrics == {"go_tcp.connections": 2, "go_tcp.downstream_bytes": 21}

@@ -814,7 +814,7 @@ def callout_arg(text: str) -> tuple[str, Any]:
 
 def cmd_parity(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     from .envoy.validate import find_envoy
-    from .parity import Filter, Request, Response, Scenario, run_parity
+    from .parity import Connection, Filter, Request, Response, Scenario, run_parity
 
     if args.requests < 1:
         raise UsageError("--requests must be at least 1")
@@ -832,6 +832,8 @@ def cmd_parity(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
         [Request(args.method, args.path, [header_arg(h, "-H") for h in args.header], body) for _ in range(args.requests)],
         Response(args.response_status, response_headers, text_arg(args.response_body, "--response-body") or "ok"),
         callouts,
+        connections=[Connection([(text_arg(c, "--tcp") or "").encode("utf-8", "surrogateescape") for c in args.tcp])
+                     for _ in range(args.requests)] if args.tcp else None,
     )
     report = run_parity(scenario)
     result = {"command": "parity", "module": args.module, "ok": True, "error": None, **report.as_dict(),
@@ -954,6 +956,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--callout", action="append", default=[], metavar="CLUSTER=STATUS[:BODY]",
                    help="a cluster the filter may call, and its answer")
     p.add_argument("--requests", type=int, default=2, metavar="N", help="send the request N times (default 2)")
+    p.add_argument("--tcp", action="append", default=[], metavar="STR|@FILE", help="run the module as a network "
+                   "filter instead: N connections (--requests), each writing every --tcp chunk in order")
     p.set_defaults(func=cmd_parity, show=print_parity)
 
     envoy = sub.add_parser("envoy", help="run a real Envoy with the project's filters")

@@ -10,6 +10,13 @@ method, path, headers, body). Over the whole run: whether each side loaded the f
 filter log line per plugin in order with its level, and the wasmcustom counters and gauges.
 What is masked is listed in `MASKED`, by name; nothing else is ignored.
 
+A scenario with `connections` runs its one filter as a network filter instead: in Envoy before
+tcp_proxy to an echo server, in the host through `tcp_stream()` with the echo emulated. What is
+compared, per connection: the bytes the upstream received, the bytes the client received, and who
+closed the connection (the client after its last chunk, the proxy after chunk N, or KEPT_OPEN:
+the proxy did not close after the client ended); over the run,
+the same logs, metrics, traps and trace as for HTTP.
+
 The host runs with `Host(extra_vms=True)` so that what on_vm_start/on_configure log or count
 matches Envoy's canary and main-thread VMs, and is driven as Envoy's HTTP/1.1 codec drives a
 filter: a body arrives as data, then an empty end of stream (or the trailers).
@@ -18,7 +25,10 @@ from __future__ import annotations
 
 import http.client
 import re
+import select
 import socket
+import socketserver
+import threading
 import tempfile
 import time
 from contextlib import ExitStack
@@ -26,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from .abi import PeerType
 from .errors import ModuleLoadError, PluginRejected
 from .host import Host
 from .plugin import Plugin
@@ -99,6 +110,15 @@ NOT_LISTED = Response(404, {"content-type": "text/plain"}, "no answer for this p
 
 
 @dataclass
+class Connection:
+    """One client connection through a network filter: each chunk is one write, after which the
+    client reads what comes back (until the connection is quiet or the proxy closes it); then the
+    client ends its side (shutdown for writing) and sees whether the proxy closes in turn."""
+
+    chunks: list[Union[bytes, str]] = field(default_factory=lambda: [b"hello\n"])
+
+
+@dataclass
 class Scenario:
     filters: list[Filter]
     requests: list[Request] = field(default_factory=lambda: [Request(), Request()])
@@ -107,6 +127,9 @@ class Scenario:
     route_metadata: dict[str, Any] | None = None
     log_level: str = "info"
     workers: int = 1  # Envoy's --concurrency; all requests share one connection, so one worker serves them
+    #: set: a network-filter scenario (one filter, then tcp_proxy to an echo upstream); `requests`,
+    #: `upstream` and `route_metadata` are then not used
+    connections: list[Connection] | None = None
 
 
 @dataclass
@@ -121,11 +144,26 @@ class Exchange:
 
 
 @dataclass
+class Flow:
+    """What one connection produced."""
+
+    upstream: bytes  # what the upstream received
+    client: bytes  # what the client received
+    closed_by: str  # "client", KEPT_OPEN, or "proxy after chunk N" (1-based; the client saw it close)
+
+
+#: The client ended its side, but the proxy did not close the connection in turn (e.g. the filter
+#: held the client's end of stream, so the upstream never saw it).
+KEPT_OPEN = "client, then the proxy kept the connection open"
+
+
+@dataclass
 class Side:
     """One side's observations: `refusal` is set when it would not load the filters."""
 
     refusal: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
+    flows: list[Flow] = field(default_factory=list)  # network-filter scenarios: one per connection
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # Envoy log prefix -> (level, message)
     metrics: dict[str, int] = field(default_factory=dict)
     traps: list[str] = field(default_factory=list)  # the callbacks that trapped, in order
@@ -159,7 +197,9 @@ class ParityReport:
         head = "identical" if self.identical else f"{len(self.differences)} difference(s)"
         e = self.envoy
         statuses = " ".join(str(x.status) for x in e.exchanges) or "-"
-        compared = (f"compared: {len(e.exchanges)} request(s) (Envoy's statuses: {statuses}), "
+        traffic = (f"{len(e.flows)} connection(s) (closed by: {'; '.join(f.closed_by for f in e.flows)})" if e.flows
+                   else f"{len(e.exchanges)} request(s) (Envoy's statuses: {statuses})")
+        compared = (f"compared: {traffic}, "
                     f"{sum(map(len, e.logs.values()))} log line(s), {len(e.metrics)} metric(s), "
                     f"{len(e.callbacks)} traced callback(s)")
         lines = [f"{head} (Envoy 1.40 vs host)", compared, *(str(d) for d in self.differences), "masked:"]
@@ -203,6 +243,12 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
                 diffs.append(Difference(f"request {i}: {name.replace('_', ' ')}", getattr(e, name), getattr(h, name)))
     if len(envoy.exchanges) != len(host.exchanges):
         diffs.append(Difference("requests answered", len(envoy.exchanges), len(host.exchanges)))
+    for i, (e, h) in enumerate(zip(envoy.flows, host.flows)):
+        for name, label in (("upstream", "upstream received"), ("client", "client received"), ("closed_by", "closed by")):
+            if getattr(e, name) != getattr(h, name):
+                diffs.append(Difference(f"connection {i}: {label}", getattr(e, name), getattr(h, name)))
+    if len(envoy.flows) != len(host.flows):
+        diffs.append(Difference("connections", len(envoy.flows), len(host.flows)))
     for plugin in sorted(set(envoy.logs) | set(host.logs)):
         e_logs, h_logs = envoy.logs.get(plugin, []), host.logs.get(plugin, [])
         if e_logs != h_logs:
@@ -272,6 +318,8 @@ def _plain(value: Any) -> Any:
 # -- the request as both sides send it -------------------------------------------------------
 
 def _named(scenario: Scenario) -> Scenario:
+    if scenario.connections is not None and (len(scenario.filters) != 1 or scenario.workers != 1):
+        raise ValueError("a network-filter scenario (connections=...) takes exactly one filter and one worker")
     for i, f in enumerate(scenario.filters):
         f.name = f.name or f"filter{i}"
     return scenario
@@ -327,7 +375,9 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
     traps: list[str] = []
     side = Side()
     _answer_callouts(host, scenario, [])  # calls made while starting (compared per request only)
-    for req in scenario.requests:
+    for conn in scenario.connections or ():
+        side.flows.append(_host_flow(host, plugins[0], conn, scenario, traps))
+    for req in scenario.requests if scenario.connections is None else ():
         if req.after_ms:
             host.clock.advance(ms=req.after_ms)
             _answer_callouts(host, scenario, [])
@@ -402,6 +452,44 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
                     sorted(callouts, key=lambda c: c[0]))
 
 
+def _host_flow(host: Host, plugin: Plugin, connection: Connection, sc: Scenario, traps: list[str]) -> Flow:
+    """One connection as tcp_proxy drives the filter, the upstream echoing what it receives. When
+    the client ends its side: its end of stream goes upstream, the echo closes in turn (upstream end
+    of stream, which Envoy's filter reports as an upstream close with peer type Unknown), then
+    tcp_proxy closes the downstream connection itself (peer type Local). A filter that holds the
+    client's end of stream keeps the connection open (the upstream never sees it)."""
+    conn = plugin.tcp_stream(worker=0)
+    conn.connect()
+    closed_by = "client"
+    for i, chunk in enumerate(_encoded(connection.chunks)):
+        if conn.closed is None:
+            before = len(conn.upstream_received)
+            conn.send_downstream_data(chunk)
+            echoed = bytes(conn.upstream_received[before:])
+            if echoed and conn.closed is None:
+                conn.send_upstream_data(echoed)
+            _answer_callouts(host, sc, [])
+        if conn.closed is not None:  # the client sees the close once it has sent this chunk
+            closed_by = f"proxy after chunk {i + 1}"
+            break
+    if conn.closed is None:
+        if conn.send_downstream_data(b"", end_of_stream=True) == "StopIteration" and conn.closed is None:
+            closed_by = KEPT_OPEN
+        else:
+            if conn.closed is None:
+                conn.send_upstream_data(b"", end_of_stream=True)
+            if not conn.completed:
+                conn.close("downstream", PeerType.LOCAL)
+    if closed_by != KEPT_OPEN:
+        conn.complete()
+    traps.extend([conn.trap.callback] if conn.trap is not None else [])
+    return Flow(bytes(conn.upstream_received), bytes(conn.downstream_received), closed_by)
+
+
+def _encoded(chunks: list[Union[bytes, str]]) -> list[bytes]:
+    return [c.encode() if isinstance(c, str) else bytes(c) for c in chunks]
+
+
 def _sent_upstream(streams: list[Any], filters: int, authority: str) -> tuple[HeaderList, bytes] | None:
     """What the router sent upstream: the request headers as soon as the last filter let them
     through, and the body it let through so far, even when a filter then answers locally (Envoy
@@ -458,27 +546,30 @@ def _answer(sc: Scenario, cluster: str, path: str) -> Response | None:
 # -- Envoy -----------------------------------------------------------------------------------
 
 def run_envoy(scenario: Scenario) -> Side:
-    from .envoy.static import EnvoyRefused, StaticEnvoy, http_listener, plugin_config, trace_by_thread
+    from .envoy.static import EnvoyRefused, StaticEnvoy, http_listener, plugin_config, tcp_listener, trace_by_thread
 
     scenario = _named(scenario)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxywasm-parity-")))
-        servers = {cluster: stack.enter_context(_cluster_server(answer))
+        tcp = scenario.connections is not None
+        servers = {cluster: stack.enter_context(_TcpEcho() if tcp and cluster == "upstream" else _cluster_server(answer))
                    for cluster, answer in {"upstream": scenario.upstream, **scenario.callouts}.items()
                    if not isinstance(answer, Refused)}
         ports = {cluster: servers[cluster].port if cluster in servers else _closed_port()
                  for cluster in ("upstream", *scenario.callouts)}
         configs = [plugin_config(f.name, _module_file(f, workdir, i), f.configuration, f.vm_configuration, f.root_id,
                                  f.vm_id, f.failure_policy.upper()) for i, f in enumerate(scenario.filters)]
-        listener = http_listener(configs, scenario.route_metadata)
+        listener = tcp_listener(configs[0]) if tcp else http_listener(configs, scenario.route_metadata)
         try:
             env = stack.enter_context(StaticEnvoy(listener, ports, concurrency=scenario.workers,
                                                   component_log_level="wasm:trace"))
         except EnvoyRefused as exc:
             return Side(refusal=str(exc), log_text=exc.log[-4000:])
         side = Side()
+        for connection in scenario.connections or ():
+            side.flows.append(_envoy_flow(env.port, connection, servers["upstream"]))
         conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
-        for req in scenario.requests:
+        for req in scenario.requests if not tcp else ():
             if req.after_ms:
                 time.sleep(req.after_ms / 1000)
             side.exchanges.append(_envoy_exchange(conn, req, servers))
@@ -511,6 +602,85 @@ def _cluster_server(answer: Response | dict[str, Response]) -> Any:
         pairs, body = _response_pairs(resp)
         server.set_response(path, body, resp.status, dict(pairs))
     return server
+
+
+class _TcpEcho:
+    """A TCP upstream that sends back what it receives and records it per connection; it closes
+    once its client has ended its stream."""
+
+    def __init__(self) -> None:
+        self.received: list[bytearray] = []
+        self.done = 0
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                record = bytearray()
+                owner.received.append(record)
+                try:
+                    while data := self.request.recv(65536):
+                        record += data
+                        self.request.sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    owner.done += 1
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+
+    def __enter__(self) -> "_TcpEcho":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _envoy_flow(port: int, connection: Connection, echo: _TcpEcho, limit: float = 3.0) -> Flow:
+    before = len(echo.received)
+    got = bytearray()
+    closed_by = "client"
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        for i, chunk in enumerate(_encoded(connection.chunks)):
+            try:
+                sock.sendall(chunk)
+                closed = _read_until_quiet(sock, got)
+            except OSError:  # reset, or a write after the proxy closed
+                closed = True
+            if closed:
+                closed_by = f"proxy after chunk {i + 1}"
+                break
+        if closed_by == "client":  # the client ends its side, and sees whether the proxy closes in turn
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                closed = _read_until_quiet(sock, got, first=0.5, quiet=0.5)
+            except OSError:
+                closed = True
+            closed_by = "client" if closed else KEPT_OPEN
+    deadline = time.monotonic() + (limit if closed_by != KEPT_OPEN else 0)  # the upstream connection ends after
+    time.sleep(0.05)
+    while echo.done < len(echo.received) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return Flow(b"".join(echo.received[before:]), bytes(got), closed_by)
+
+
+def _read_until_quiet(sock: socket.socket, got: bytearray, first: float = 0.3, quiet: float = 0.05,
+                      limit: float = 3.0) -> bool:
+    """Read what comes back after a write: until nothing came for `first` s (nothing yet) or
+    `quiet` s (after some bytes), bounded by `limit`. True when the connection was closed."""
+    deadline, wait = time.monotonic() + limit, first
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], min(wait, left))[0]:
+            return False
+        data = sock.recv(65536)
+        if not data:
+            return True
+        got += data
+        wait = quiet
+    return False
 
 
 def _closed_port() -> int:
