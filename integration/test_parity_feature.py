@@ -155,3 +155,13 @@ def test_cli_runs_a_network_filter(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("identical (Envoy 1.40 vs host)\ncompared: 1 connection(s) (closed by: proxy after chunk 2), "
                                   "5 log line(s), 1 metric(s)")
+
+
+def test_a_network_filter_that_traps_under_fail_open(proxywasm_parity) -> None:
+    """Envoy closes the connection whose callback trapped even with fail_open; the next connection
+    skips the failed filter (tests/test_tcp_failure_policy.py pins the host's side)."""
+    wasm = build({"proxy_on_downstream_data": "(if (i32.eq (local.get $size) (i32.const 4)) (then unreachable)) (i32.const 0)"})
+    report = proxywasm_parity(Scenario([Filter(wasm, failure_policy="fail_open")],
+                                       connections=[Connection(["ab", "trap", "cd"]), Connection(["ef"])]))
+    assert report.envoy.flows == [Flow(b"ab", b"ab", "proxy after chunk 2"), Flow(b"ef", b"ef", "client")]
+    assert report.envoy.traps == ["proxy_on_downstream_data"]

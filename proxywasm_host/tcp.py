@@ -35,6 +35,7 @@ class TcpStream(Context):
         self._current: tuple[int, Buffer] | None = None
         self.created = False
         self.completed = False
+        self.passthrough = False  # fail_open after the VM failed: Envoy skips the filter
         self.connection_id = plugin.host.next_connection_id()
 
     @property
@@ -48,13 +49,16 @@ class TcpStream(Context):
         if self.created:
             raise StreamStateError("the connection is already open")
         if self.vm.failed is not None:
+            if self.plugin.failure_policy == "fail_open":  # the bytes go through untouched, no callbacks
+                self.passthrough = True
+                return "Continue"
             return self._fail("the VM failed earlier")
         self.created = True
         self.id = self.state.alloc_id()
         self.state.contexts[self.id] = self
         self._call("proxy_on_context_create", self.root_ctx.id)
         raw = self._call("proxy_on_new_connection")
-        if raw:
+        if raw or self.closed is not None:
             self._read_stopped = True
             return "StopIteration"
         return "Continue"
@@ -65,6 +69,9 @@ class TcpStream(Context):
         data = as_bytes(data, "send_downstream_data: data")
         check_type(end_of_stream, (bool,), "send_downstream_data: end_of_stream", "bool")
         self._check_open()
+        if self.passthrough:
+            self.upstream_received += data
+            return "Continue"
         self._read_buffer += data
         self._read_stopped = True  # pending until the filter lets it through
         raw = self._on_data(BufferType.DOWNSTREAM_DATA, "proxy_on_downstream_data", self._read_buffer, end_of_stream)
@@ -82,6 +89,9 @@ class TcpStream(Context):
         check_type(end_of_stream, (bool,), "send_upstream_data: end_of_stream", "bool")
         self._check_open()
         self._upstream_talked = True
+        if self.passthrough:
+            self.downstream_received += data
+            return "Continue"
         buf = bytearray(data)
         raw = self._on_data(BufferType.UPSTREAM_DATA, "proxy_on_upstream_data", buf, end_of_stream)
         if raw == 0 and self.closed is None:
@@ -158,7 +168,9 @@ class TcpStream(Context):
             return self.invoke(callback, self.id, *args)
         except GuestTrap as trap:
             self.trap = trap
-            self._fail(trap.detail)
+            # whatever the failure policy, Envoy fails the connection in progress (failStream: it
+            # closes it, NoFlush); fail_open only lets later connections skip the filter
+            self.closed = f"closed after a failure: {trap.detail}"
             if self.plugin.raise_on_trap:
                 raise
             return None
@@ -170,7 +182,7 @@ class TcpStream(Context):
         return "StopIteration"
 
     def _check_open(self) -> None:
-        if not self.created:
+        if not self.created and not self.passthrough:
             self.connect()
         if self.closed is not None:
             raise StreamStateError(f"the connection is closed ({self.closed})")
