@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .abi import MapType, WasmResult
 from .context import Buffer, CallResponse
 from .errors import StreamStateError
-from .headers import HeaderMap, Headers, HeadersInput
+from .headers import HeaderMap, Headers, HeadersInput, as_bytes, check_int
 
 if TYPE_CHECKING:
     from .context import RootContext
@@ -44,7 +44,7 @@ class HttpCall:
     ) -> None:
         """Deliver the cluster's response (any status is a successful callout, as in Envoy).
         Envoy's router appends x-envoy-upstream-service-time (virtual ms since the call)."""
-        hm = HeaderMap.from_input(headers)
+        hm = HeaderMap.from_input(headers, "respond: headers")
         if hm.get(b"x-envoy-upstream-service-time") is None:
             elapsed_ms = (self.host.clock.now_ns - self.made_at_ns) // 1_000_000
             hm.add(b"x-envoy-upstream-service-time", str(elapsed_ms).encode())
@@ -67,11 +67,11 @@ class HttpCall:
         self._answer(status, {"content-length": str(len(body)), "content-type": "text/plain"}, body, None)
 
     def _answer(self, status: int, headers: HeadersInput, body: bytes | str, trailers: HeadersInput) -> None:
-        hm = HeaderMap([(b":status", str(status).encode())])
-        for k, v in HeaderMap.from_input(headers).pairs:
+        hm = HeaderMap([(b":status", str(check_int(status, "respond: status", 100, 999)).encode())])
+        for k, v in HeaderMap.from_input(headers, "respond: headers").pairs:
             hm.add(k, v)
-        body_b = body.encode() if isinstance(body, str) else bytes(body)
-        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), HeaderMap.from_input(trailers)))
+        body_b = as_bytes(body, "respond: body")
+        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), HeaderMap.from_input(trailers, "respond: trailers")))
 
     def _deliver(self, response: CallResponse | None) -> None:
         if self.answered:

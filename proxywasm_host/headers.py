@@ -33,6 +33,14 @@ def check_type(value: Any, types: tuple[type, ...], what: str, allowed: str) -> 
     return value
 
 
+def check_int(value: Any, what: str, low: int, high: int) -> int:
+    """`value` if it is an int from `low` to `high`, else a TypeError/ValueError naming `what`."""
+    check_type(value, (int,), what, "an int")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be from {low} to {high}, got {value}")
+    return value
+
+
 def _s(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
 

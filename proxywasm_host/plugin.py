@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .context import Context, RootContext, VmState
 from .errors import GuestTrap, PluginRejected
-from .headers import as_bytes, check_type
+from .headers import as_bytes, check_int, check_type
 from .hostcalls.registry import START_ALLOWED
 from .http import HttpStream
 from .tcp import TcpStream
@@ -49,13 +49,6 @@ def check_environment(env: Any) -> dict[str, str]:
             raise ValueError(f"environment: name {key!r} must be non-empty, without '=' or NUL")
         as_bytes(value, f"environment {key!r} value", "strict", types="str")
     return dict(env or {})
-
-
-def _check_int(value: Any, what: str, low: int, high: int) -> int:
-    check_type(value, (int,), what, "an int")
-    if not low <= value <= high:
-        raise ValueError(f"{what} must be from {low} to {high}, got {value}")
-    return value
 
 
 #: Worker indexes of the VMs Envoy runs besides the workers' (Host(extra_vms=True)).
@@ -108,9 +101,9 @@ class Plugin:
     ):
         if failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"failure_policy {failure_policy!r}; allowed: {', '.join(FAILURE_POLICIES)}")
-        _check_int(workers, "workers", 1, MAX_WORKERS)
-        _check_int(deadline_ms, "deadline_ms", 1, INT64_MAX)
-        _check_int(memory_limit, "memory_limit", 0, INT64_MAX)  # wasmtime's limit is an int64 (-1: none)
+        check_int(workers, "workers", 1, MAX_WORKERS)
+        check_int(deadline_ms, "deadline_ms", 1, INT64_MAX)
+        check_int(memory_limit, "memory_limit", 0, INT64_MAX)  # wasmtime's limit is an int64 (-1: none)
         for what, text in (("name", name), ("root_id", root_id), ("vm_id", vm_id)):
             as_bytes(text, what, "strict", types="str")
         check_type(allow_on_headers_stop_iteration, (bool,), "allow_on_headers_stop_iteration", "bool")

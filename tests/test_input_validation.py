@@ -175,3 +175,24 @@ def test_valid_edge_values_are_accepted():
              environment={"A": ""}, deadline_ms=2**63 - 1, memory_limit=2**63 - 1, workers=2)
     assert p.configuration == b"\xff" and p.vm_configuration == b'["x"]'
     assert p.http_stream().send_request_headers(REQ).status == "Continue"
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"body": "\ud800"}, ValueError, "respond: body '\\\\ud800' is not valid text"),
+    ({"body": None}, TypeError, "respond: body must be str or bytes, got NoneType"),
+    ({"status": "200"}, TypeError, "respond: status must be an int"),
+    ({"status": 2**70}, ValueError, "respond: status must be from 100 to 999"),
+    ({"trailers": {5: "x"}}, TypeError, "respond: trailers: header name must be str or bytes"),
+])
+def test_callout_answers_are_validated(kwargs, error, message):
+    """Found by the fuzz campaign (fuzz/run.py): a lone surrogate in a callout body was a raw UnicodeEncodeError."""
+    from proxywasm_host.memory import serialize_pairs
+
+    hdrs = serialize_pairs([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"c")])
+    wasm = build({"proxy_on_vm_start": "(drop (call $proxy_http_call {c} {h} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 0x300))) (i32.const 1)"},
+                 {"c": "c1", "h": hdrs})
+    host = Host()
+    host.add_cluster("c1")
+    plugin = host.load_plugin(wasm)
+    with pytest.raises(error, match=message):
+        plugin.pending_http_calls[0].respond(**{"status": 200, **kwargs})
