@@ -36,6 +36,10 @@ class GuestMemory:
         self._size_fn = size_fn
         self.size = size_fn()
 
+    def detach(self) -> None:
+        """The instance is gone: every access is out of bounds from now on."""
+        self._base, self._size_fn, self.size = 0, lambda: 0, 0
+
     def _check(self, ptr: int, n: int) -> int:
         end = ptr + n
         if end > self.size:

@@ -270,6 +270,7 @@ class Vm:
         if host_error is not None and not isinstance(host_error, HostTrap):
             # A bug in a hostcall handler: surface the Python exception itself.
             self.failed = GuestTrap(name, f"hostcall raised {host_error!r}", backtrace, self.logs)
+            self._release()
             raise host_error
         interrupted = code is not None and code.value == _INTERRUPT
         if host_error is not None:
@@ -287,7 +288,17 @@ class Vm:
                 detail += f" (linear memory reached the cap of {self.memory_limit} bytes)"
             exc = GuestTrap(name, detail, backtrace, self.logs)
         self.failed = exc
+        self._release()
         raise exc
+
+    def _release(self) -> None:
+        """A failed VM never runs again (Envoy drops it): free its instance and linear memory
+        now, so that traps in a long session do not pile up gigabytes. Its logs stay readable;
+        its memory reads as empty (BadPointer)."""
+        self.memory.detach()
+        self._exports.clear()
+        self._allocator = None
+        self.instance = self.store = self._store_ctx = None  # type: ignore[assignment]
 
 
 class _NestedTrap(HostTrap):

@@ -128,3 +128,18 @@ def test_captured_log_lines_per_vm_are_bounded(monkeypatch):
     plugin = Host().load_plugin(build({"proxy_on_request_headers": cb}, {"m": "line"}), deadline_ms=10_000)
     plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
     assert len(plugin.workers[0].vm.logs) == RECORDS_LIMIT  # the oldest are dropped
+
+
+def test_a_failed_vm_is_freed():
+    """Envoy drops a failed VM; so does the host: a trap after growing memory gives it back
+    (the closing note of issue #11 has the RSS of 100 such traps), the logs stay."""
+    from proxywasm_host.memory import BadPointer
+
+    grow_and_trap = "(drop (memory.grow (i32.const 1000))) (drop (call $proxy_log (i32.const 2) {m})) unreachable"
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": grow_and_trap}, {"m": "about to trap"}), raise_on_trap=False)
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    vm = plugin.workers[0].vm
+    assert vm.failed is not None and vm.store is None
+    with pytest.raises(BadPointer):
+        vm.memory.read(0, 4)
+    assert [r.message for r in plugin.logs] == ["about to trap"]
