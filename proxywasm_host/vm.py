@@ -247,11 +247,15 @@ class Vm:
             self.restricted = prev
 
     def trap_from_host(self, exc: BaseException, key: str) -> int:
-        """Turn an exception raised inside a hostcall into a wasm trap."""
+        """Turn an exception raised inside a hostcall into a wasm trap. It must not raise itself:
+        ctypes would swallow that and the guest would go on with an unset result."""
         if self._host_error is None:
             self._host_error = exc
-        msg = f"{key}: {exc}" if not isinstance(exc, HostTrap) else str(exc)
-        data = msg.encode()
+        try:
+            msg = f"{key}: {exc}" if not isinstance(exc, HostTrap) else str(exc)
+        except BaseException:  # an exception whose str() fails
+            msg = f"{key}: {type(exc).__name__}"
+        data = msg.encode("utf-8", "replace")
         trap = ffi.wasmtime_trap_new(data, len(data))
         return ctypes.cast(trap, ctypes.c_void_p).value or 0
 

@@ -143,3 +143,23 @@ def test_a_failed_vm_is_freed():
     with pytest.raises(BadPointer):
         vm.memory.read(0, 4)
     assert [r.message for r in plugin.logs] == ["about to trap"]
+
+
+def test_an_exception_that_cannot_be_printed_still_traps(monkeypatch):
+    """No exception is ever swallowed in a trampoline: even one whose str() fails, raised by a
+    hostcall handler, reaches the test (here through a foreign function the test registered)."""
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    def broken(_args: bytes) -> bytes:
+        raise Unprintable()
+
+    call = ("(call $rec (call $proxy_call_foreign_function {f} (i32.const 0) (i32.const 0) (i32.const 0x100) (i32.const 0x104)))"
+            " (i32.const 0)")
+    wasm = build({"proxy_on_request_headers": call}, {"f": "broken"},
+                 imports={"proxy_call_foreign_function": "(param i32 i32 i32 i32 i32 i32) (result i32)"})
+    host = Host()
+    host.foreign_functions["broken"] = broken
+    with pytest.raises(Unprintable):
+        host.load_plugin(wasm).http_stream().send_request_headers(REQ, end_of_stream=True)
