@@ -602,7 +602,7 @@ def _local_reply_headers(reply: LocalReply) -> HeaderMap:
     body has neither (the codec adds content-length: 0 after the filters)."""
     hm = HeaderMap([(b":status", str(reply.status_code).encode())])
     for k, v in reply.headers:
-        hm.replace(k.encode(), v.encode())
+        hm.replace(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))  # the guest's raw bytes
     if reply.body:
         length = str(len(reply.body)).encode()
         if hm.get(b"content-length") is None:

@@ -163,3 +163,16 @@ def test_an_exception_that_cannot_be_printed_still_traps(monkeypatch):
     host.foreign_functions["broken"] = broken
     with pytest.raises(Unprintable):
         host.load_plugin(wasm).http_stream().send_request_headers(REQ, end_of_stream=True)
+
+
+def test_local_reply_header_with_bytes_that_are_not_utf8():
+    """Found by make fuzz: a filter's local-reply header value is raw bytes (0xff here); it reaches
+    the client as those bytes instead of failing in the host."""
+    from proxywasm_host.memory import serialize_pairs
+
+    pairs = serialize_pairs([(b"x-raw", b"a\xffb")])
+    reply = "(drop (call $proxy_send_local_response (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) {h} (i32.const -1))) (i32.const 1)"
+    s = Host().load_plugin(build({"proxy_on_request_headers": reply}, {"h": pairs})).http_stream()
+    s.send_request_headers(REQ, end_of_stream=True)
+    assert s.downstream_response.headers[":status"] == "403"
+    assert s.downstream_response.headers._raw[1] == (b"x-raw", b"a\xffb")
