@@ -6,8 +6,10 @@ observation. Envoy is the ground truth; every difference names the observation a
 
 What is compared, per request: the status, the headers and body the client got, the headers and
 body the upstream got (or that the request never reached it), the HTTP callouts made (cluster,
-method, path, headers, body). Over the whole run: whether each side loaded the filters, every
-filter log line per plugin in order with its level, and the wasmcustom counters and gauges.
+method, path, headers, body); per connection of a network filter: the bytes each side received and
+who closed. Over the whole run: whether each side loaded the filters, every filter log line per
+Envoy log prefix in time order with its level, the wasmcustom counters and gauges, the callbacks
+that trapped, and the worker's callbacks and non-zero hostcall results from both traces.
 What is masked is listed in `MASKED`, by name; nothing else is ignored.
 
 A scenario with `connections` runs its one filter as a network filter instead: in Envoy before
