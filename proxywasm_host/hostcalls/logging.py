@@ -10,8 +10,9 @@ from .registry import hostcall
 def proxy_log(vm, level: int, ptr: int, size: int) -> int:
     if level > LogLevel.CRITICAL:
         return WasmResult.BAD_ARGUMENT
+    if size > LINE_LIMIT:
+        vm.memory.read(ptr + size - 1, 1)  # the whole range must be valid, as in Envoy
     message = vm.memory.read(ptr, min(size, LINE_LIMIT + 1))
-    vm.memory.read(ptr + size - 1, 1) if size else None  # the whole range must be valid, as in Envoy
     if level >= vm.host.log_level:
         vm.ctx.log(LogLevel(level), clip(message, size))
     return WasmResult.OK
