@@ -21,6 +21,8 @@ from .memory import BadPointer, GuestMemory
 from .module import ENGINE, EPOCH_HZ, ProxyWasmModule
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from .context import Context
     from .logs import LogRecord
 
