@@ -34,10 +34,10 @@ def _gather(vm, iovs: int, iovs_len: int) -> tuple[bytearray, int]:
     """The bytes to log (at most LINE_LIMIT + 1 of them are copied) and the total length."""
     out, total = bytearray(), 0
     for ptr, size in struct.iter_unpack("<II", vm.memory.read(iovs, 8 * iovs_len)):
-        if size:
-            vm.memory.read(ptr + size - 1, 1)  # each buffer must lie in memory
-        if len(out) <= LINE_LIMIT:
-            out += vm.memory.read(ptr, min(size, LINE_LIMIT + 1 - len(out)))
+        wanted = min(size, max(LINE_LIMIT + 1 - len(out), 0))
+        if size > wanted:
+            vm.memory.read(ptr + size - 1, 1)  # each buffer must lie in memory, even the part not copied
+        out += vm.memory.read(ptr, wanted)
         total += size
     return out, total
 
