@@ -97,6 +97,10 @@ class Request:
     body: Union[bytes, str, list[Union[bytes, str]], None] = None
     trailers: HeadersArg | None = None
     after_ms: float = 0  # time to let pass before sending it (ticks fire): Envoy sleeps, the host's clock advances
+    #: the client connection that carries it: each new number opens a connection (kept open to the end, unless
+    #: a response closes it), which goes to the worker with the fewest open connections, the first on a tie
+    #: (Envoy's exact connection balance, set on the listener)
+    connection: int = 0
 
 
 @dataclass
@@ -128,7 +132,7 @@ class Scenario:
     callouts: dict[str, Answer] = field(default_factory=dict)  # cluster name -> its answer
     route_metadata: dict[str, Any] | None = None
     log_level: str = "info"
-    workers: int = 1  # Envoy's --concurrency; all requests share one connection, so one worker serves them
+    workers: int = 1  # Envoy's --concurrency; requests on different connections spread over the workers
     #: set: a network-filter scenario (one filter, then tcp_proxy to an echo upstream); `requests`,
     #: `upstream` and `route_metadata` are then not used
     connections: list[Connection] | None = None
@@ -379,11 +383,15 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
     _answer_callouts(host, scenario, [])  # calls made while starting (compared per request only)
     for conn in scenario.connections or ():
         side.flows.append(_host_flow(host, plugins[0], conn, scenario, traps))
+    balance = _Balance(scenario.workers)
     for req in scenario.requests if scenario.connections is None else ():
         if req.after_ms:
             host.clock.advance(ms=req.after_ms)
             _answer_callouts(host, scenario, [])
-        side.exchanges.append(_host_exchange(host, plugins, req, scenario, properties, traps))
+        exchange = _host_exchange(host, plugins, req, scenario, properties, traps, balance.worker(req.connection))
+        if ("connection", "close") in exchange.client_headers:
+            balance.closed(req.connection)
+        side.exchanges.append(exchange)
     for record in sorted((r for p in plugins for r in p.logs), key=lambda r: r.seq):  # in time order, as Envoy prints
         side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
         side.log_text += f"[{record.level}] wasm log{record.prefix}: {record.message}\n"
@@ -394,15 +402,33 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
     return side
 
 
+class _Balance:
+    """Which worker serves each client connection, as Envoy's exact connection balance decides:
+    a new connection goes to the worker with the fewest open ones (the first on a tie)."""
+
+    def __init__(self, workers: int) -> None:
+        self.open = [0] * workers
+        self.of: dict[int, int] = {}  # connection number -> its worker
+
+    def worker(self, connection: int) -> int:
+        if connection not in self.of:
+            self.of[connection] = self.open.index(min(self.open))
+            self.open[self.of[connection]] += 1
+        return self.of[connection]
+
+    def closed(self, connection: int) -> None:
+        self.open[self.of.pop(connection)] -= 1
+
+
 def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario, properties: Any,
-                   traps: list[str]) -> Exchange:
+                   traps: list[str], worker: int) -> Exchange:
     wire = _client_headers(req)
     authority = next(v for k, v in wire if k.lower() == "host")
     headers: HeaderList = [(":authority", authority), (":path", req.path), (":method", req.method),
                            *((k, v) for k, v in wire if k.lower() != "host")]
     chunks, trailers = _chunks(req), _pairs(req.trailers) if req.trailers is not None else None
     callouts: list[tuple[str, str, str, HeaderList, bytes]] = []
-    chain = [plugin.http_stream(worker=0, properties=properties) for plugin in plugins]
+    chain = [plugin.http_stream(worker=worker, properties=properties) for plugin in plugins]
     streams = []
     for s in chain:  # decoding: each filter gets what the previous one let through
         streams.append(s)
@@ -570,12 +596,17 @@ def run_envoy(scenario: Scenario) -> Side:
         side = Side()
         for connection in scenario.connections or ():
             side.flows.append(_envoy_flow(env.port, connection, servers["upstream"]))
-        conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
+        conns: dict[int, http.client.HTTPConnection] = {}
         for req in scenario.requests if not tcp else ():
             if req.after_ms:
                 time.sleep(req.after_ms / 1000)
-            side.exchanges.append(_envoy_exchange(conn, req, servers))
-        conn.close()
+            if req.connection not in conns:
+                conns[req.connection] = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
+            side.exchanges.append(_envoy_exchange(conns[req.connection], req, servers))
+            if conns[req.connection].sock is None:  # Envoy closed it: the next request opens a new one
+                del conns[req.connection]
+        for conn in conns.values():
+            conn.close()
         _settle(env)
         for level, prefix, message in env.filter_logs():
             if _LEVELS.index(level) >= _LEVELS.index(scenario.log_level):

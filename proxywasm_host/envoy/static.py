@@ -62,6 +62,7 @@ def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] 
         route["metadata"] = route_metadata
     filters = [{"name": f"wasm_{i}", "typed_config": {"@type": WASM_HTTP, "config": p}} for i, p in enumerate(plugins)]
     return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "connection_balance_config": {"exact_balance": {}},  # each new connection: the least busy worker
             "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
                 "@type": HCM, "stat_prefix": "main", "http_filters": [*filters, ROUTER],
                 "http_protocol_options": {"enable_trailers": True},  # HTTP/1.1 drops trailers by default
@@ -72,6 +73,7 @@ def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] 
 def tcp_listener(plugin: dict[str, Any]) -> dict[str, Any]:
     """Listener "main": one Wasm network filter, then tcp_proxy to cluster "upstream"."""
     return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+            "connection_balance_config": {"exact_balance": {}},  # each new connection: the least busy worker
             "filter_chains": [{"filters": [
                 {"name": "wasm_tcp", "typed_config": {"@type": WASM_NET, "config": plugin}},
                 {"name": "tcp", "typed_config": {"@type": TCP_PROXY, "stat_prefix": "tcp", "cluster": "upstream"}}]}]}
