@@ -1,122 +1,35 @@
-"""JSON configuration schemas of this project's filters (filters/jwt_authn, filters/ratelimit),
-as small declarative tables, and a checker that names the field and what is allowed.
+"""JSON Schemas of this project's filters (proxywasm_host/schemas/<filter>.json, Draft 2020-12),
+a checker whose messages name the field path and what is allowed, and the README's
+configuration tables generated from the schemas.
 
 The filters check their configuration themselves in proxy_on_configure (and
-`proxywasm validate` runs that too); this table adds the list of allowed fields
-and values to the message. Cross-field rules ("exactly one of prefix or path")
-are left to the filters. To update: edit the tables below to match the
-`onlyKnown`/`r.string`/`r.integer` calls in filters/<name>/main.zig.
+`proxywasm validate` runs that too); the schemas add the allowed fields and values to
+the message. Cross-field rules ("exactly one of prefix or path") are left to the filters.
+To add a field: add it to the filter's `onlyKnown` list in filters/<name>/main.zig and to
+the schema's `properties` (with a `description`, and `default` when there is one), then
+paste `python -m proxywasm_host.filter_schemas <name>` over the README's tables.
 """
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterable, Iterator
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator, ValidationError, validators
 
-@dataclass(frozen=True)
-class Node:
-    """One schema node. kind: object, array, string, integer, boolean,
-    strings (a string or an array of strings), jwks (an object or a JSON string)."""
-
-    kind: str
-    fields: dict[str, "Node"] = field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    items: "Node | None" = None
-    enum: tuple[str, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
-    pattern: str = ""
-    hint: str = ""
-    open: bool = False  # an object that may carry fields beyond `fields` (JWKs do)
+NAMES = ("jwt_authn", "ratelimit")
 
 
-def obj(required: tuple[str, ...] = (), **fields: Node) -> Node:
-    return Node("object", fields=fields, required=required)
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema shipped in the package for one of the project's filters."""
+    return json.loads((resources.files("proxywasm_host") / "schemas" / f"{name}.json").read_text("utf-8"))
 
 
-def arr(items: Node) -> Node:
-    return Node("array", items=items)
-
-
-def string(*enum: str, pattern: str = "", hint: str = "") -> Node:
-    return Node("string", enum=enum, pattern=pattern, hint=hint)
-
-
-def integer(minimum: int, maximum: int) -> Node:
-    return Node("integer", minimum=minimum, maximum=maximum)
-
-
-BOOL = Node("boolean")
-STR = string()
-STRINGS = Node("strings")
-# A JWK: the fields the filter reads (filters/jwt_authn/jwks.zig parseKey); others are allowed.
-_JWK = Node(
-    "object",
-    fields={"kty": string("oct", "RSA", "EC", "OKP"), **{k: STR for k in ("kid", "alg", "use", "k", "n", "e", "crv", "x", "y")}},
-    required=("kty",),
-    open=True,
-)
-JWKS = Node("jwks", items=Node("object", fields={"keys": arr(_JWK)}, required=("keys",), open=True))
-
-_BUCKET = obj(
-    ("max_tokens",),
-    max_tokens=integer(1, 1_000_000_000),
-    tokens_per_fill=integer(1, 1_000_000_000),
-    fill_interval_ms=integer(1, 86_400_000),
-    fill_interval=string(pattern=r"[0-9]+(ms|s|m|h)", hint='a duration such as "1s", "500ms", "2m" or "1h"'),
-)
-_DESCRIPTOR = obj(("source",), source=string("client_ip", "header", "path"), name=STR, xff_trusted_hops=integer(0, 64))
-
-RATELIMIT = obj(
-    domain=STR,
-    stat_prefix=STR,
-    bucket=_BUCKET,
-    descriptors=arr(_DESCRIPTOR),
-    routes=arr(obj(name=STR, prefix=STR, path=STR, bucket=_BUCKET, descriptors=arr(_DESCRIPTOR), unlimited=BOOL)),
-    response_headers=BOOL,
-    on_missing=string("allow", "shared"),
-    body=STR,
-)
-
-_DAYS_30 = 30 * 86400
-JWT_AUTHN = obj(
-    ("providers",),
-    providers=arr(
-        obj(
-            ("name",),
-            name=STR,
-            issuer=STR,
-            audiences=STRINGS,
-            local_jwks=JWKS,
-            remote_jwks=obj(
-                ("cluster", "path", "authority"),
-                cluster=STR,
-                path=STR,
-                authority=STR,
-                timeout_ms=integer(1, 600_000),
-                cache_duration_s=integer(1, _DAYS_30),
-                refresh_interval_s=integer(1, _DAYS_30),
-            ),
-            from_headers=arr(obj(("name",), name=STR, value_prefix=STR)),
-            from_params=STRINGS,
-            forward=BOOL,
-            forward_payload_header=STR,
-            claim_to_headers=arr(obj(("claim_name", "header_name"), claim_name=STR, header_name=STR)),
-            clock_skew_seconds=integer(0, 86400),
-            require_expiration=BOOL,
-        )
-    ),
-    rules=arr(obj(prefix=STR, path=STR, requires=STRINGS, allow_missing=BOOL)),
-    realm=STR,
-    max_token_bytes=integer(64, 1 << 20),
-    token_cache_size=integer(0, 10_000),
-    stat_prefix=STR,
-)
-
-SCHEMAS: dict[str, Node] = {"jwt_authn": JWT_AUTHN, "ratelimit": RATELIMIT}
+SCHEMAS: dict[str, dict[str, Any]] = {name: load_schema(name) for name in NAMES}
 
 
 def schema_for_module(path: str | Path) -> str | None:
@@ -125,60 +38,108 @@ def schema_for_module(path: str | Path) -> str | None:
     return next((s for s in SCHEMAS if name.startswith(s) and name.endswith(".wasm")), None)
 
 
-def check(schema: Node, value: Any, path: str = "") -> list[str]:
-    """Every problem of `value` against `schema`, as "<field path>: <what is wrong>; allowed: …"."""
-    where = path or "configuration"
-    kind = schema.kind
-    if kind == "object":
-        if not isinstance(value, dict):
-            return [f"{where}: expected object, got {_describe(value)}"]
-        errors = []
-        for key, item in value.items():
-            sub = f"{path}.{key}" if path else key
-            if key not in schema.fields:
-                if not schema.open:
-                    errors.append(f"{sub}: unknown field; allowed: {', '.join(schema.fields)}")
-            else:
-                errors.extend(check(schema.fields[key], item, sub))
-        for key in schema.required:
-            if key not in value:
-                errors.append(f"{path + '.' if path else ''}{key}: required field is missing")
-        return errors
-    if kind == "array":
-        if not isinstance(value, list):
-            return [f"{where}: expected array, got {_describe(value)}"]
-        assert schema.items is not None
-        return [e for i, item in enumerate(value) for e in check(schema.items, item, f"{where}[{i}]")]
-    if kind == "strings":
-        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            return []
-        return [f"{where}: expected string or array of strings, got {_describe(value)}"]
-    if kind == "jwks":
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as e:
-                return [f"{where}: not valid JSON ({e.msg} at column {e.colno})"]
-        if not isinstance(value, dict):
-            return [f"{where}: expected a JWKS object or a string holding its JSON, got {_describe(value)}"]
-        assert schema.items is not None
-        return check(schema.items, value, path)
-    if kind == "boolean":
-        return [] if isinstance(value, bool) else [f"{where}: expected boolean, got {_describe(value)}"]
-    if kind == "integer":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            return [f"{where}: expected integer, got {_describe(value)}"]
-        assert schema.minimum is not None and schema.maximum is not None
-        if not schema.minimum <= value <= schema.maximum:
-            return [f"{where}: {int(value)} is out of range; allowed: {schema.minimum}..{schema.maximum}"]
-        return []
-    if not isinstance(value, str):
-        return [f"{where}: expected string, got {_describe(value)}"]
-    if schema.enum and value not in schema.enum:
-        return [f"{where}: {value!r} is not allowed; allowed: {', '.join(repr(e) for e in schema.enum)}"]
-    if schema.pattern and not re.fullmatch(schema.pattern, value):
-        return [f"{where}: {value!r} is not allowed; allowed: {schema.hint}"]
-    return []
+def _content_schema(validator: Any, content_schema: Any, instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+    """`contentSchema` applied, not only annotated: a string holding JSON (a JWKS) is parsed and checked."""
+    if not isinstance(instance, str) or schema.get("contentMediaType") != "application/json":
+        return
+    try:
+        value = json.loads(instance)
+    except json.JSONDecodeError as e:
+        yield ValidationError(f"not valid JSON ({e.msg} at column {e.colno})")
+        return
+    yield from validator.descend(value, content_schema)
+
+
+_Validator = validators.extend(Draft202012Validator, {"contentSchema": _content_schema})
+
+
+@cache
+def _validator(name: str) -> Any:
+    return _Validator(SCHEMAS[name])
+
+
+def check(schema: dict[str, Any], value: Any) -> list[str]:
+    """Every problem of `value` against `schema`, as "<field path>: <what is wrong>; allowed: …",
+    in the order of the fields in `value`; one message per field."""
+    name = next((n for n, s in SCHEMAS.items() if s is schema), None)
+    validator = _validator(name) if name else _Validator(schema)
+    found = [(list(e.absolute_path), e) for e in validator.iter_errors(value)]
+    typed = {tuple(path) for path, e in found if e.validator == "type"}
+    messages: dict[tuple[Any, ...], list[str]] = {}
+    for path, error in found:
+        if error.validator != "type" and tuple(path) in typed:
+            continue  # "expected string" says it all; an enum or pattern complaint on top is noise
+        for sub, message in _messages(path, error):
+            key = _position(value, sub)
+            if message not in messages.setdefault(key, []):
+                messages[key].append(message)
+    return [m for key in sorted(messages) for m in messages[key]]
+
+
+def _messages(path: list[Any], error: ValidationError) -> Iterator[tuple[list[Any], str]]:
+    """(field path, message) pairs for one jsonschema error."""
+    where, schema, value = _where(path), error.schema, error.instance
+    match error.validator:
+        case "additionalProperties":
+            allowed = ", ".join(schema.get("properties", {}))
+            for key in (k for k in value if k not in schema.get("properties", {})):
+                yield path + [key], f"{_where(path + [key])}: unknown field; allowed: {allowed}"
+        case "required":
+            for key in (k for k in error.validator_value if k not in value):
+                yield path + [key], f"{_where(path + [key])}: required field is missing"
+        case "type":
+            expected = " or ".join(_as_list(error.validator_value))
+            yield path, f"{where}: expected {expected}, got {_describe(value)}"
+        case "minimum" | "maximum":
+            yield path, f"{where}: {value} is out of range; allowed: {schema.get('minimum')}..{schema.get('maximum')}"
+        case "enum":
+            yield path, f"{where}: {value!r} is not allowed; allowed: {', '.join(map(repr, error.validator_value))}"
+        case "pattern":
+            yield path, f"{where}: {value!r} is not allowed; allowed: {_pattern_hint(schema)}"
+        case "minItems":
+            yield path, f"{where}: needs at least {error.validator_value} item(s)"
+        case "maxItems":
+            yield path, f"{where}: takes at most {error.validator_value} item(s)"
+        case _:
+            yield path, f"{where}: {error.message}"
+
+
+def _where(path: list[Any]) -> str:
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+    return text or "configuration"
+
+
+def _position(value: Any, path: list[Any]) -> tuple[int, ...]:
+    """Where `path` sits in `value` (insertion order of objects); a missing key sorts after its siblings."""
+    position = []
+    for part in path:
+        if isinstance(value, dict):
+            keys = list(value)
+            position.append(keys.index(part) if part in keys else len(keys))
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int):
+            position.append(part)
+            value = value[part] if part < len(value) else None
+        else:
+            position.append(0)
+    return tuple(position)
+
+
+def _pattern_hint(schema: dict[str, Any]) -> str:
+    """'a duration such as "1s", "500ms" or "2m"' from the schema's `title` and `examples`."""
+    if not schema.get("examples"):
+        return f"a string matching {schema['pattern']}"
+    return f"a {schema.get('title', 'string')} such as {_one_of(json.dumps(e) for e in schema['examples'])}"
+
+
+def _one_of(items: Iterable[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    *rest, last = items
+    return f"{', '.join(rest)} or {last}" if rest else last
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _describe(value: Any) -> str:
@@ -186,3 +147,59 @@ def _describe(value: Any) -> str:
     kind = "null" if value is None else names.get(type(value), type(value).__name__)
     text = repr(value) if isinstance(value, (str, int, float, bool)) else ""
     return f"{kind} {text}".strip() if len(text) <= 40 else kind
+
+
+# -- README tables ---------------------------------------------------------------------
+
+
+def readme_tables(name: str) -> str:
+    """The README's field tables of one filter: the top level, then each titled `$defs` object."""
+    schema = SCHEMAS[name]
+    objects = [schema] + [d for d in schema.get("$defs", {}).values() if "title" in d]
+    return "\n\n".join(_table(schema, obj) for obj in objects)
+
+
+def _table(root: dict[str, Any], obj: dict[str, Any]) -> str:
+    rows = [f"**{obj['title']} fields**", ""]
+    if obj is not root and "description" in obj:
+        rows += [obj["description"], ""]
+    rows += ["| Field | Type | Default | Meaning |", "|---|---|---|---|"]
+    for field, prop in obj["properties"].items():
+        default = "required" if field in obj.get("required", ()) else (
+            f"`{json.dumps(prop['default'])}`" if "default" in prop else "—")
+        rows.append(f"| `{field}` | {_type_text(root, prop)} | {default} | {prop.get('description', '')} |")
+    return "\n".join(rows)
+
+
+def _type_text(root: dict[str, Any], prop: dict[str, Any]) -> str:
+    """A field's type in words: `"allow"` or `"shared"`, integer 1..100, list of Rule fields, …"""
+    if "$ref" in prop and "type" not in prop:
+        return _type_text(root, _resolve(root, prop["$ref"]))
+    if "contentMediaType" in prop:
+        return "object, or a string holding its JSON"
+    if "enum" in prop:
+        return _one_of(f"`{json.dumps(v)}`" for v in prop["enum"])
+    if "title" in prop and "properties" in prop:
+        return f"{prop['title']} object"
+    types = _as_list(prop.get("type", "object"))
+    if types == ["integer"] and "minimum" in prop:
+        return f"integer {prop['minimum']}..{prop.get('maximum', '')}"
+    if types == ["string"] and "examples" in prop:
+        return f"{prop.get('title', 'string')}: " + ", ".join(f"`{json.dumps(e)}`" for e in prop["examples"])
+    if types == ["array"]:
+        return f"list of {_type_text(root, prop['items'])}s"
+    if types == ["string", "array"]:
+        return f"string or list of {_type_text(root, prop['items'])}s"
+    return " or ".join(types)
+
+
+def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any]:
+    node: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+if __name__ == "__main__":
+    for filter_name in sys.argv[1:] or NAMES:
+        print(readme_tables(filter_name), end="\n\n")

@@ -1,16 +1,17 @@
-"""The CLI's schema tables (proxywasm_host/filter_schemas.py) must agree with the filters
-themselves: every structural mistake the table reports, the filter rejects too, and every
-wrong type or unknown field the filter rejects, the table reports — checked on mutations of
-the README's example configurations."""
+"""The filters' JSON Schemas (proxywasm_host/schemas/*.json) must agree with the filters
+themselves: every structural mistake the schema reports, the filter rejects too, and every
+wrong type or unknown field the filter rejects, the schema reports — checked on mutations of
+the README's example configurations. The README's field tables are generated from them."""
 import copy
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from proxywasm_host import Host, PluginRejected
-from proxywasm_host.filter_schemas import SCHEMAS, check
+from proxywasm_host.filter_schemas import SCHEMAS, check, readme_tables
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "filters"))
@@ -86,7 +87,40 @@ def test_schema_and_filter_agree(name):
         flagged = bool(check(SCHEMAS[name], cfg))
         accepted = _filter_accepts(host, wasm, cfg)
         if flagged and accepted:
-            disagreements.append(f"{label}: the table reports an error the filter accepts")
+            disagreements.append(f"{label}: the schema reports an error the filter accepts")
         if not flagged and not accepted:
-            disagreements.append(f"{label}: the filter rejects what the table accepts")
+            disagreements.append(f"{label}: the filter rejects what the schema accepts")
     assert disagreements == []
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_schema_is_valid_json_schema_and_readme_tables_match(name):
+    Draft202012Validator.check_schema(SCHEMAS[name])
+    readme = (ROOT / "README.md").read_text()
+    assert readme_tables(name) in readme, f"README {name} tables are stale: paste `python -m proxywasm_host.filter_schemas {name}`"
+
+
+@pytest.mark.parametrize(
+    "config, errors",
+    [
+        ({"providers": []}, ["providers: needs at least 1 item(s)"]),
+        # in the order of the fields in the configuration, a missing field after its object's fields
+        ({"rules": [{"prefix": "/", "zz": 1}], "providers": [{"local_jwks": {"keys": []}, "audiences": ["a", 3]}]},
+         ["rules[0].zz: unknown field; allowed: prefix, path, requires, allow_missing",
+          "providers[0].audiences[1]: expected string, got integer 3", "providers[0].name: required field is missing"]),
+        # a JWKS given as a string holding its JSON is parsed and checked like an object
+        ({"providers": [{"name": "a", "local_jwks": '{"keys": [{"kty": "XX"}]}'}]},
+         ["providers[0].local_jwks.keys[0].kty: 'XX' is not allowed; allowed: 'oct', 'RSA', 'EC', 'OKP'"]),
+        ({"providers": [{"name": "a", "local_jwks": "{bad"}]},
+         ["providers[0].local_jwks: not valid JSON (Expecting property name enclosed in double quotes at column 2)"]),
+        ({"providers": [{"name": "a", "local_jwks": "[1]"}]}, ["providers[0].local_jwks: expected object, got array"]),
+        ({"providers": [{"name": "a", "local_jwks": 4}]},
+         ["providers[0].local_jwks: expected object or string, got integer 4"]),
+    ],
+)
+def test_jwt_authn_messages_name_the_field_and_what_is_allowed(config, errors):
+    assert check(SCHEMAS["jwt_authn"], config) == errors
+
+
+def test_a_wrong_type_is_one_message_not_one_per_keyword():
+    assert check(SCHEMAS["ratelimit"], {"on_missing": 5}) == ["on_missing: expected string, got integer 5"]
