@@ -1,4 +1,5 @@
-"""Envoy configuration for the e2e harness, rendered from the YAML templates in ``envoy/``.
+"""Envoy configuration for the harness, rendered from the YAML templates shipped in the package
+(``proxywasm_host/envoy/templates/``; the repository's ``envoy/`` holds only what a user runs).
 
 Templates hold the structure; Python only fills JSON-quoted scalars and the
 variable-length lists (listeners, filters, clusters). The result is written as
@@ -11,7 +12,7 @@ import json
 import os
 import string
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
 from typing import Any, Union
 
 import yaml
@@ -23,23 +24,9 @@ ROUTER_FILTER: dict[str, Any] = {
 }
 
 
-def template_dir() -> Path:
-    """Where the YAML templates live: $PROXYWASM_ENVOY_TEMPLATES or ``<repo>/envoy``."""
-    env = os.environ.get("PROXYWASM_ENVOY_TEMPLATES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "envoy"
-
-
 def render(template: str, **values: Any) -> Any:
-    """Load ``envoy/<template>`` with every ``${key}`` replaced by ``json.dumps(value)``."""
-    path = template_dir() / template
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"Envoy template {path} not found (set PROXYWASM_ENVOY_TEMPLATES to the repo's envoy/ dir)"
-        ) from exc
+    """Load ``templates/<template>`` with every ``${key}`` replaced by ``json.dumps(value)``."""
+    text = (resources.files("proxywasm_host.envoy") / "templates" / template).read_text("utf-8")
     quoted = {k: json.dumps(v) for k, v in values.items()}
     return yaml.safe_load(string.Template(text).substitute(quoted))
 
