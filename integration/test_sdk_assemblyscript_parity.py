@@ -7,26 +7,17 @@ bodies, callouts, log lines, metrics): header mutations and properties, local 40
 and body, the empty-read probe, SDK aborts (fail closed), refused configurations, bodies buffered
 and replaced (content-length and chunked), an HTTP callout from the stream (answers per path),
 callouts to an unknown cluster and to one that refuses connections, the shared-data CAS counter
-over two workers (one connection per request).
-
-Still hand-written, because the parity feature cannot express it yet: an ECDS update of the
-configuration (parity has no reconfiguration).
+over two workers (one connection per request), and an ECDS update (taken, then refused).
 """
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from proxywasm_host import Host, PluginRejected
-from proxywasm_host.envoy import EchoUpstream, PublishError, WasmFilter
-from proxywasm_host.envoy.fixtures import envoy_harness
-from proxywasm_host.parity import Filter, Refused, Request, Response, Scenario, run_parity
+from proxywasm_host.parity import Filter, Reconfigure, Refused, Request, Response, Scenario, run_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "assemblyscript"))
 import build_as  # noqa: E402
@@ -172,183 +163,16 @@ def test_callout_connection_refused_parity(wasm: str, proxywasm_parity) -> None:
                     "body_size=98 trailers=0") in _log_lines(report)
 
 
-# --- hand-written: what parity cannot express yet -----------------------------------------------------
+# --- reconfiguration and several workers ---------------------------------------------------------
 
-@dataclass
-class Req:
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    path: str = "/p?q=1"
-    expect: int = 200
-
-
-@dataclass
-class Obs:
-    status: int
-    response_headers: list[tuple[str, str]]  # x-as-* only; the whole list minus date/server for local replies
-    body: str | None  # local-reply body
-    forwarded: list[tuple[str, str]] | None  # x-as-* / x-client-* request headers at the upstream
-    upstream_body: str | None
-
-
-def _ours(name: str) -> bool:
-    return name.startswith(("x-as-", "x-client-"))
-
-
-def _response_headers(status: int, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    pairs = [(k.lower(), v) for k, v in pairs if k.lower() not in (":status", "date", "server")]
-    return pairs if status != 200 else [(k, v) for k, v in pairs if k.startswith("x-as-")]
-
-
-def envoy_run(env: Any, reqs: list[Req]) -> list[Obs]:
-    out = []
-    with httpx.Client(timeout=10) as client:
-        for r in reqs:
-            resp = client.request("POST" if r.body is not None else "GET", env.url(r.path),
-                                  headers={"host": AUTHORITY, **r.headers}, content=r.body)
-            fwd = up_body = None
-            if resp.status_code == 200:
-                doc = resp.json()
-                fwd = [(k, v) for k, v in doc["header_list"] if _ours(k)]
-                up_body = doc["body"]
-            out.append(Obs(resp.status_code, _response_headers(resp.status_code, resp.headers.multi_items()),
-                           None if resp.status_code == 200 else resp.text, fwd, up_body))
-    return out
-
-
-def host_run(plugin: Any, reqs: list[Req]) -> list[Obs]:
-    out = []
-    for r in reqs:
-        s = plugin.http_stream()
-        s.send_request_headers({":method": "POST" if r.body is not None else "GET", ":path": r.path,
-                                ":authority": AUTHORITY, ":scheme": "http", **r.headers},
-                               end_of_stream=r.body is None)
-        if r.body is not None and s.local_reply is None:
-            s.send_request_body(r.body, end_of_stream=True)
-        fwd = up_body = None
-        if s.local_reply is None:
-            fwd = [(k, v) for k, v in s.upstream_request.headers.items() if _ours(k)]
-            up_body = s.upstream_request.body.decode() if s.upstream_request.body else ""
-            s.send_response_headers({":status": "200", "content-type": "application/json"}, end_of_stream=True)
-        s.complete()
-        status = int(s.downstream_response.headers[":status"])
-        out.append(Obs(status, _response_headers(status, list(s.downstream_response.headers.items())),
-                       None if status == 200 else s.downstream_response.body.decode(), fwd, up_body))
-    return out
-
-
-def assert_parity(reqs: list[Req], envoy: list[Obs], host: list[Obs]) -> None:
-    assert [o.status for o in envoy] == [r.expect for r in reqs], f"envoy: {envoy}"
-    problems = [f"#{i}:\n  envoy: {e}\n  host:  {h}" for i, (e, h) in enumerate(zip(envoy, host)) if e != h]
-    assert not problems, "host disagrees with Envoy:\n" + "\n".join(problems)
-
-
-@pytest.fixture(scope="module")
-def up():
-    with EchoUpstream() as upstream:
-        yield upstream
-
-
-def envoy_for(wasm: str, up: EchoUpstream, configuration: str = CONFIG, root_id: str = ROOT_ID):
-    return envoy_harness([WasmFilter(NAME, wasm, configuration=configuration, root_id=root_id)],
-                         upstream=up, concurrency=1)
-
-
-def load(host: Host, wasm: str, configuration: str = CONFIG, root_id: str = ROOT_ID, **kw: Any):
-    return host.load_plugin(wasm, configuration=configuration, root_id=root_id, name=NAME, **kw)
-
-
-def test_ecds_update_parity(wasm: str, up: EchoUpstream) -> None:
+def test_ecds_update_parity(wasm: str, proxywasm_parity) -> None:
     """A new configuration takes effect (fresh root context state); a refused one leaves it serving."""
-    one = [Req()]
-    with envoy_for(wasm, up) as env:
-        envoy = envoy_run(env, one)
-        env.publish(NAME, configuration="tag=green")
-        envoy += envoy_run(env, one)
-        with pytest.raises(PublishError):
-            env.publish(NAME, configuration="tag=x;reject=1")
-        envoy += envoy_run(env, one)
-    plugin = load(Host(), wasm)
-    host = host_run(plugin, one)
-    plugin.reload(configuration="tag=green")
-    host += host_run(plugin, one)
-    with pytest.raises(PluginRejected):
-        plugin.reload(configuration="tag=x;reject=1")
-    host += host_run(plugin, one)
-    assert_parity(one * 3, envoy, host)
-    assert ("x-as-tag", "green") in envoy[2].forwarded and ("x-as-seen", "2") in envoy[2].forwarded
-
-
-@dataclass
-class Exchange:
-    """One request for the body/callout/shared-data cases; what the client and the upstream saw."""
-    headers: dict[str, str] = field(default_factory=dict)
-    path: str = "/p"
-    chunks: list[bytes] | None = None  # request body; more than one chunk is sent chunked
-    fixed: bool = False  # the upstream answers FIXED_BODY (path /fixed) instead of echoing the request
-
-
-def _chunk_gen(chunks: list[bytes]):
-    for chunk in chunks:
-        yield chunk
-        time.sleep(0.3)  # one read per chunk in Envoy, so one proxy_on_request_body per chunk
-
-
-def envoy_exchange(env: Any, ex: Exchange, new_connection: bool = False) -> dict[str, Any]:
-    content: Any = None
-    if ex.chunks is not None:
-        content = _chunk_gen(ex.chunks) if len(ex.chunks) > 1 else ex.chunks[0]
-    headers = {"host": AUTHORITY, **ex.headers}
-    if new_connection:
-        headers["connection"] = "close"
-    resp = httpx.request("POST" if ex.chunks is not None else "GET", env.url("/fixed" if ex.fixed else ex.path),
-                         headers=headers, content=content, timeout=15)
-    echoed = resp.status_code == 200 and not ex.fixed
-    doc = resp.json() if echoed else None
-    return {
-        "status": resp.status_code,
-        "response_headers": _response_headers(resp.status_code, resp.headers.multi_items()),
-        "client_body": None if echoed else resp.text,
-        "forwarded": [(k, v) for k, v in doc["header_list"] if _ours(k)] if doc else None,
-        "upstream_body": doc["body"] if doc else None,
-        "upstream_content_length": dict(doc["header_list"]).get("content-length") if doc else None,
-    }
-
-
-def host_exchange(host: Host, plugin: Any, ex: Exchange, worker: int | None = None) -> dict[str, Any]:
-    s = plugin.http_stream(worker=worker)
-    req = {":method": "POST" if ex.chunks is not None else "GET", ":path": "/fixed" if ex.fixed else ex.path,
-           ":authority": AUTHORITY, ":scheme": "http", **ex.headers}
-    if ex.chunks is not None:
-        total = sum(len(c) for c in ex.chunks)
-        req.update({"transfer-encoding": "chunked"} if len(ex.chunks) > 1 else {"content-length": str(total)})
-    s.send_request_headers(req, end_of_stream=ex.chunks is None)
-    host.dispatch_http_calls()
-    # Envoy's HTTP/1 codec hands every body (content-length or chunked) over with end_stream=false and
-    # then an empty data frame with end_stream=true: the host is driven the same way.
-    if ex.chunks is not None and s.local_reply is None:
-        for chunk in ex.chunks:
-            s.send_request_body(chunk, end_of_stream=False)
-        s.send_request_body(b"", end_of_stream=True)
-    up = s.upstream_request if s.local_reply is None else None
-    if up is not None:
-        if ex.fixed:
-            s.send_response_headers({":status": "200", "content-length": str(len(FIXED_BODY))}, end_of_stream=False)
-            s.send_response_body(FIXED_BODY.encode(), end_of_stream=False)
-            s.send_response_body(b"", end_of_stream=True)
-        else:
-            s.send_response_headers({":status": "200", "content-type": "application/json"}, end_of_stream=True)
-    s.complete()
-    status = int(s.downstream_response.headers[":status"])
-    echoed = status == 200 and not ex.fixed
-    return {
-        "status": status,
-        "response_headers": _response_headers(status, list(s.downstream_response.headers.items())),
-        "client_body": None if echoed else (s.downstream_response.body or b"").decode(),
-        "forwarded": [(k, v) for k, v in up.headers.items() if _ours(k)] if echoed else None,
-        "upstream_body": (up.body or b"").decode() if echoed else None,
-        "upstream_content_length": up.headers.get("content-length") if echoed else None,
-    }
+    report = proxywasm_parity(Scenario([as_filter(wasm)], [
+        get(), Reconfigure(configuration="tag=green"), get(), Reconfigure(configuration="tag=x;reject=1"), get()]))
+    assert report.envoy.reconfigurations == ["taken", "refused"]
+    e = report.envoy.exchanges
+    assert [header(x.upstream[0], "x-as-tag") for x in e] == [["blue"], ["green"], ["green"]]
+    assert [header(x.upstream[0], "x-as-seen") for x in e] == [["1"], ["1"], ["2"]]
 
 
 def test_shared_data_parity(wasm: str, proxywasm_parity) -> None:
@@ -362,8 +186,3 @@ def test_shared_data_parity(wasm: str, proxywasm_parity) -> None:
     assert header(e[-1].upstream[0], "x-as-cas-probe") == ["1,0,0,8,b"]
     # per-VM root-context state: each worker VM saw every other request
     assert [header(x.upstream[0], "x-as-seen") for x in e[:4]] == [["1"], ["1"], ["2"], ["2"]]
-
-
-def envoy_for_workers(wasm: str, up: EchoUpstream, concurrency: int):
-    return envoy_harness([WasmFilter(NAME, wasm, configuration=CONFIG, root_id=ROOT_ID)],
-                         upstream=up, concurrency=concurrency)

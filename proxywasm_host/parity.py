@@ -25,6 +25,7 @@ filter: a body arrives as data, then an empty end of stream (or the trailers).
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import re
 import select
@@ -34,7 +35,7 @@ import threading
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -104,6 +105,18 @@ class Request:
 
 
 @dataclass
+class Reconfigure:
+    """A step between requests: filter number `filter` gets a new module and/or configuration, as
+    an ECDS update gives it (Envoy serves the filters from ECDS files in such a scenario). None
+    keeps what the filter has. Compared: whether each side took the update or refused it."""
+
+    filter: int = 0
+    configuration: str | None = None
+    vm_configuration: str | None = None
+    module: Union[str, Path, bytes, bytearray, None] = None
+
+
+@dataclass
 class Refused:
     """A callout cluster whose endpoint refuses connections: Envoy's async client answers with
     the router's own 503; the cluster receives nothing."""
@@ -127,7 +140,7 @@ class Connection:
 @dataclass
 class Scenario:
     filters: list[Filter]
-    requests: list[Request] = field(default_factory=lambda: [Request(), Request()])
+    requests: list[Union[Request, Reconfigure]] = field(default_factory=lambda: [Request(), Request()])
     upstream: Response = field(default_factory=Response)
     callouts: dict[str, Answer] = field(default_factory=dict)  # cluster name -> its answer
     route_metadata: dict[str, Any] | None = None
@@ -170,6 +183,7 @@ class Side:
     refusal: str | None = None
     exchanges: list[Exchange] = field(default_factory=list)
     flows: list[Flow] = field(default_factory=list)  # network-filter scenarios: one per connection
+    reconfigurations: list[str] = field(default_factory=list)  # per Reconfigure step: "taken" or "refused"
     logs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # Envoy log prefix -> (level, message)
     metrics: dict[str, int] = field(default_factory=dict)
     traps: list[str] = field(default_factory=list)  # the callbacks that trapped, in order
@@ -249,6 +263,8 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
                 diffs.append(Difference(f"request {i}: {name.replace('_', ' ')}", getattr(e, name), getattr(h, name)))
     if len(envoy.exchanges) != len(host.exchanges):
         diffs.append(Difference("requests answered", len(envoy.exchanges), len(host.exchanges)))
+    if envoy.reconfigurations != host.reconfigurations:
+        diffs.append(Difference("reconfigurations", envoy.reconfigurations, host.reconfigurations))
     for i, (e, h) in enumerate(zip(envoy.flows, host.flows)):
         for name, label in (("upstream", "upstream received"), ("client", "client received"), ("closed_by", "closed by")):
             if getattr(e, name) != getattr(h, name):
@@ -326,9 +342,22 @@ def _plain(value: Any) -> Any:
 def _named(scenario: Scenario) -> Scenario:
     if scenario.connections is not None and (len(scenario.filters) != 1 or scenario.workers != 1):
         raise ValueError("a network-filter scenario (connections=...) takes exactly one filter and one worker")
+    for step in _reconfigurations(scenario):
+        if not 0 <= step.filter < len(scenario.filters):
+            raise ValueError(f"Reconfigure(filter={step.filter}): the scenario has filters 0..{len(scenario.filters) - 1}")
     for i, f in enumerate(scenario.filters):
         f.name = f.name or f"filter{i}"
     return scenario
+
+
+def _reconfigurations(scenario: Scenario) -> list[Reconfigure]:
+    return [step for step in scenario.requests if isinstance(step, Reconfigure)]
+
+
+def _reconfigured(f: Filter, step: Reconfigure) -> Filter:
+    """The filter as the step leaves it."""
+    changes = {k: getattr(step, k) for k in ("module", "configuration", "vm_configuration") if getattr(step, k) is not None}
+    return replace(f, **changes)
 
 
 def _chunks(req: Request) -> list[bytes]:
@@ -385,6 +414,10 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
         side.flows.append(_host_flow(host, plugins[0], conn, scenario, traps))
     balance = _Balance(scenario.workers)
     for req in scenario.requests if scenario.connections is None else ():
+        if isinstance(req, Reconfigure):
+            side.reconfigurations.append(_host_reconfigure(host, plugins[req.filter], req))
+            _answer_callouts(host, scenario, [])
+            continue
         if req.after_ms:
             host.clock.advance(ms=req.after_ms)
             _answer_callouts(host, scenario, [])
@@ -400,6 +433,17 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
         side.callbacks, side.hostcall_errors = summarize_trace(host.trace or [])
     side.traps = traps
     return side
+
+
+def _host_reconfigure(host: Host, plugin: Plugin, step: Reconfigure) -> str:
+    changes = {k: getattr(step, k) for k in ("configuration", "vm_configuration") if getattr(step, k) is not None}
+    try:
+        module = None if step.module is None else host.load_module(
+            bytes(step.module) if isinstance(step.module, (bytes, bytearray)) else str(step.module))
+        plugin.reload(module, **changes)
+    except (ModuleLoadError, PluginRejected):
+        return "refused"
+    return "taken"
 
 
 class _Balance:
@@ -585,9 +629,18 @@ def run_envoy(scenario: Scenario) -> Side:
                    if not isinstance(answer, Refused)}
         ports = {cluster: servers[cluster].port if cluster in servers else _closed_port()
                  for cluster in ("upstream", *scenario.callouts)}
-        configs = [plugin_config(f.name, _module_file(f, workdir, i), f.configuration, f.vm_configuration, f.root_id,
-                                 f.vm_id, f.failure_policy.upper()) for i, f in enumerate(scenario.filters)]
-        listener = tcp_listener(configs[0]) if tcp else http_listener(configs, scenario.route_metadata)
+        filters = list(scenario.filters)
+
+        def config(i: int) -> dict[str, Any]:
+            f = filters[i]
+            return plugin_config(f.name, _module_file(f, workdir, i), f.configuration, f.vm_configuration, f.root_id,
+                                 f.vm_id, f.failure_policy.upper())
+
+        configs = [config(i) for i in range(len(filters))]
+        ecds_dir = workdir / "ecds" if _reconfigurations(scenario) else None
+        if ecds_dir is not None:
+            ecds_dir.mkdir()
+        listener = tcp_listener(configs[0]) if tcp else http_listener(configs, scenario.route_metadata, ecds_dir)
         try:
             env = stack.enter_context(StaticEnvoy(listener, ports, concurrency=scenario.workers,
                                                   component_log_level="wasm:trace"))
@@ -598,6 +651,13 @@ def run_envoy(scenario: Scenario) -> Side:
             side.flows.append(_envoy_flow(env.port, connection, servers["upstream"]))
         conns: dict[int, http.client.HTTPConnection] = {}
         for req in scenario.requests if not tcp else ():
+            if isinstance(req, Reconfigure):
+                previous, filters[req.filter] = filters[req.filter], _reconfigured(filters[req.filter], req)
+                refused = env.reconfigure(ecds_dir, f"wasm_{req.filter}", config(req.filter))
+                if refused:
+                    filters[req.filter] = previous
+                side.reconfigurations.append("refused" if refused else "taken")
+                continue
             if req.after_ms:
                 time.sleep(req.after_ms / 1000)
             if req.connection not in conns:
@@ -725,7 +785,7 @@ def _closed_port() -> int:
 
 def _module_file(f: Filter, workdir: Path, index: int) -> str:
     if isinstance(f.module, (bytes, bytearray)):
-        path = workdir / f"filter{index}.wasm"
+        path = workdir / f"filter{index}-{hashlib.sha256(f.module).hexdigest()[:12]}.wasm"  # one file per version
         path.write_bytes(f.module)
         return str(path)
     return str(Path(f.module).resolve())

@@ -146,7 +146,11 @@ class Plugin:
             base = self._new_vm(BASE_VM)
             self.host.register_vm(self._vm_key(), BASE_VM, base)
             self._retired_logs.extend(base.logs)
-        canary = self._start_worker(CANARY_VM, fresh=True)
+        try:
+            canary = self._start_worker(CANARY_VM, fresh=True)
+        except PluginRejected as refused:  # what it logged before refusing is in Envoy's log too
+            self._retired_logs.extend(refused.logs)
+            raise
         self._retired_logs.extend(canary.vm.logs)
         return self._start_worker(MAIN_THREAD_VM, fresh)
 
@@ -225,9 +229,11 @@ class Plugin:
         return fresh
 
     def reload(self, module: "ProxyWasmModule | None" = None, **changes: Any) -> None:
-        """An ECDS update: new code and/or configuration on fresh VMs for new
-        streams; open streams finish on the old VMs. If the new plugin fails to
-        load, the error is raised and the old one keeps serving."""
+        """An ECDS update, as Envoy applies it: the new plugin is checked on a canary VM first;
+        then each worker (and the main thread) gets a new root context for it, in the VM it
+        has when the VM key (code, vm_id, VM configuration) is unchanged, else in a fresh VM;
+        then the old root contexts get on_done/on_delete. Open streams finish on the old roots.
+        If the new plugin fails to load, the error is raised and the old one keeps serving."""
         allowed = {"configuration", "vm_configuration", "root_id", "vm_id", "environment", "properties"}
         unknown = set(changes) - allowed
         if unknown:
@@ -243,21 +249,29 @@ class Plugin:
             elif key == "environment":
                 value = check_environment(value)
             setattr(self, key, value)
-        self._retired_logs = list(self._retired_logs)
+        retired = self._retired_logs = list(self._retired_logs)
         try:
-            main_thread = self._start_envoy_vms(fresh=True) if self.main_thread else None
-            workers = [self._start_worker(i, fresh=True) for i in range(len(self.workers))]
+            if not self.main_thread:  # Host(extra_vms=True) runs (and logs) the canary in _start_envoy_vms
+                self._start_worker(CANARY_VM, fresh=True)
+            main_thread = self._start_envoy_vms() if self.main_thread else None
+            workers = [self._start_worker(i) for i in range(len(self.workers))]
         except Exception:
             self.__dict__.update(saved)
+            self._retired_logs = retired  # what the canary logged before it refused the update
             raise
-        old = [saved["main_thread"]] if saved["main_thread"] else []
-        self._retired_logs.extend(r for w in old + saved["workers"] for r in w.vm.logs if r.source is self)
+        old = ([saved["main_thread"]] if saved["main_thread"] else []) + saved["workers"]
         self.main_thread, self.workers = main_thread, workers
+        self._shut_down(old)
+        live = {id(w.vm) for w in self.all_workers}
+        self._retired_logs.extend(r for w in old if id(w.vm) not in live for r in w.vm.logs if r.source is self)
 
     def shutdown(self) -> None:
         """Plugin teardown: proxy_on_done per root context; if it returns false the
         root stays pending until the guest calls proxy_done, then proxy_on_delete."""
-        for worker in self.all_workers:
+        self._shut_down(self.all_workers)
+
+    def _shut_down(self, workers: list[Worker]) -> None:
+        for worker in workers:
             root, vm = worker.root, worker.vm
             if vm.failed is not None:
                 continue

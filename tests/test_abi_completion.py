@@ -140,6 +140,24 @@ def test_reload_swaps_new_streams_and_keeps_old_on_failure():
     assert s.upstream_request.headers["x-v"] == "2"  # the last good plugin keeps serving
 
 
+def test_reload_keeps_the_vm_when_its_key_is_unchanged():
+    """As Envoy applies an ECDS update (seen in its wasm:trace): same code and VM configuration, so
+    the worker keeps its VM; the new plugin gets a new root context there (on_vm_start and
+    on_configure again), then the old root gets on_done and on_delete. New code: a fresh VM."""
+    root, ctx = "(call $rec (local.get $root))", "(call $rec (local.get $ctx))"
+    hooks = {"proxy_on_vm_start": f"{root} (i32.const 1)", "proxy_on_configure": f"{root} (i32.const 1)",
+             "proxy_on_done": f"{ctx} (i32.const 1)", "proxy_on_delete": ctx}
+    host = Host()
+    plugin = host.load_plugin(build(hooks), configuration="a")
+    vm = plugin.workers[0].vm
+    plugin.reload(configuration="b")
+    assert plugin.workers[0].vm is vm and plugin.workers[0].root.id == 2
+    assert records(vm) == [1, 1, 2, 2, 1, 1]  # start+configure of 1, of 2, then done+delete of 1
+    plugin.reload(host.load_module(build({**hooks, "proxy_on_tick": ""})))
+    assert plugin.workers[0].vm is not vm and plugin.workers[0].root.id == 1
+    assert records(vm)[6:] == [2, 2]  # the old VM's root: done and delete
+
+
 def test_plugins_with_same_vm_config_share_a_vm():
     wasm = build({
         "proxy_on_vm_start": "(call $rec (local.get $root)) (i32.const 1)",

@@ -163,8 +163,9 @@ def test_unknown_root_id_rejects_the_plugin(wasm: str) -> None:
                for r in exc.value.logs)
 
 
-def test_reload_gives_fresh_vms(wasm: str) -> None:
-    """An ECDS-style update: the new configuration on a fresh VM (the counter restarts); a refused one keeps it."""
+def test_reload_gives_a_fresh_root_context(wasm: str) -> None:
+    """An ECDS-style update: the new configuration in a new root context (the counter restarts); a refused one
+    keeps it."""
     plugin = load(Host(), wasm)
     request(plugin)
     plugin.reload(configuration="tag=green")

@@ -1,9 +1,11 @@
 """A real Envoy from a static bootstrap: Wasm HTTP filters (or one network filter) in a chain
 with their own VM configuration, vm_id and failure policy, route metadata, and any clusters.
-Used by parity runs, which need what an ECDS-mounted filter cannot express."""
+Used by parity runs, which need what an ECDS-mounted filter cannot express; HTTP filters can
+also come from ECDS files (`ecds_dir`) so that a run can reconfigure them (`reconfigure`)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +25,9 @@ TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.T
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 STRING = "type.googleapis.com/google.protobuf.StringValue"
+TYPED_EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+#: ECDS counters that say Envoy refused an update (it keeps the previous filter)
+_ECDS_REFUSED = ("update_rejected", "update_failure", "config_fail")
 #: "wasm log<prefix>: <message>" at a level, as Envoy prints a filter's log line (the prefix is
 #: " <name> <root_id> <vm_id>" for streams, " <vm_id>" for root contexts, empty parts left out)
 _WASM_LOG = re.compile(r"^\[[^\]]*\]\[\d+\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log([^:]*): (.*)$")
@@ -55,12 +60,18 @@ def cluster(name: str, port: int) -> dict[str, Any]:
             "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
 
 
-def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Listener "main": the Wasm filters in order, then the router to cluster "upstream"."""
+def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] | None = None,
+                  ecds_dir: Path | None = None) -> dict[str, Any]:
+    """Listener "main": the Wasm filters in order (wasm_0, wasm_1, …), then the router to cluster
+    "upstream". With `ecds_dir`, each filter's config is served from an ECDS file there instead."""
     route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     if route_metadata:
         route["metadata"] = route_metadata
     filters = [{"name": f"wasm_{i}", "typed_config": {"@type": WASM_HTTP, "config": p}} for i, p in enumerate(plugins)]
+    if ecds_dir is not None:
+        for entry in filters:
+            write_ecds(ecds_dir, entry["name"], entry["typed_config"]["config"])
+        filters = [_discovered(ecds_dir, entry["name"]) for entry in filters]
     return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
             "connection_balance_config": {"exact_balance": {}},  # each new connection: the least busy worker
             "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
@@ -68,6 +79,24 @@ def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] 
                 "http_protocol_options": {"enable_trailers": True},  # HTTP/1.1 drops trailers by default
                 "route_config": {"name": "main_route", "virtual_hosts": [
                     {"name": "all", "domains": ["*"], "routes": [route]}]}}}]}]}
+
+
+def _discovered(ecds_dir: Path, name: str) -> dict[str, Any]:
+    """An http_filters entry whose config Envoy reads from `<ecds_dir>/<name>.json`, again each
+    time a file is moved into that directory."""
+    return {"name": name, "config_discovery": {"type_urls": [WASM_HTTP], "config_source": {
+        "resource_api_version": "V3", "path_config_source": {
+            "path": str(ecds_dir / f"{name}.json"), "watched_directory": {"path": str(ecds_dir)}}}}}
+
+
+def write_ecds(ecds_dir: Path, name: str, plugin: dict[str, Any]) -> None:
+    """Serve `plugin` as filter `name`'s ECDS config: a temp file renamed over the watched one
+    (Envoy reacts to the move, not to writes in place)."""
+    doc = {"version_info": str(time.time_ns()), "resources": [
+        {"@type": TYPED_EXTENSION, "name": name, "typed_config": {"@type": WASM_HTTP, "config": plugin}}]}
+    tmp = ecds_dir / f".{name}.tmp"
+    tmp.write_text(json.dumps(doc))
+    os.rename(tmp, ecds_dir / f"{name}.json")
 
 
 def tcp_listener(plugin: dict[str, Any]) -> dict[str, Any]:
@@ -147,6 +176,26 @@ class StaticEnvoy:
     def stats(self, prefix: str = "wasmcustom.") -> dict[str, str]:
         text = httpx.get(self.admin + "/stats", timeout=5).text
         return {k: v for k, _, v in (line.partition(": ") for line in text.splitlines()) if k.startswith(prefix)}
+
+    def reconfigure(self, ecds_dir: Path, name: str, plugin: dict[str, Any], timeout: float = 15.0) -> str | None:
+        """Publish a new config for ECDS filter `name` and wait for Envoy's verdict: None when it
+        took it, else which refusal counter moved (it keeps serving the previous config)."""
+        def counters() -> dict[str, int]:
+            prefix = f"extension_config_discovery.http_filter.{name}."
+            return {k.removeprefix(prefix): int(v) for k, v in self.stats(prefix).items() if v.isdigit()}
+
+        before = counters()
+        write_ecds(ecds_dir, name, plugin)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = counters()
+            refused = [k for k in _ECDS_REFUSED if now.get(k, 0) > before.get(k, 0)]
+            if refused:
+                return ", ".join(refused)
+            if now.get("config_reload", 0) > before.get("config_reload", 0):
+                return None
+            time.sleep(0.005)
+        raise TimeoutError(f"Envoy did not take or refuse the new config of {name} within {timeout:g} s")
 
     def filter_logs(self) -> list[tuple[str, str, str]]:
         """(level, prefix, message) of every filter log line, in order; a message that
