@@ -1,13 +1,13 @@
 //! Local rate limiting for Proxy-Wasm (anchor: Envoy's local_ratelimit).
 //!
-//! Token buckets keyed by (route, descriptor values) live in the host's shared
-//! data, so every worker VM of the same vm_id draws from the same bucket. Each
-//! decision is a compare-and-swap loop: read (state, cas), refill from the host
-//! clock, take a token, write back with that cas, retry on CAS_MISMATCH. Refill
-//! is continuous (tokens_per_fill per fill_interval, like Envoy 1.40) and done
-//! in exact integer arithmetic, so admitted counts are predictable to the token.
+//! Token buckets keyed by (route, limit, connection, descriptor values) live in the
+//! host's shared data (store.zig), so every worker VM of the same vm_id draws from the
+//! same bucket, with compare-and-swap decisions and a bounded number of keys. Refill
+//! is continuous (tokens_per_fill per fill_interval, like Envoy 1.40) and done in exact
+//! integer arithmetic, so admitted counts are predictable to the token.
 const std = @import("std");
 const sdk = @import("proxy_wasm");
+const store = @import("store.zig");
 const cfg = sdk.config;
 
 comptime {
@@ -16,14 +16,9 @@ comptime {
 
 const alloc = sdk.allocator;
 const log_prefix = "ratelimit: ";
+const Bucket = store.Bucket;
 
 // ---------------------------------------------------------------- configuration
-
-const Bucket = struct {
-    max_tokens: u64,
-    tokens_per_fill: u64,
-    fill_interval_ns: u64,
-};
 
 const Source = union(enum) {
     client_ip: u32, // number of trusted x-forwarded-for hops (0: use source.address)
@@ -31,12 +26,22 @@ const Source = union(enum) {
     path,
 };
 
+/// A descriptor: where a value comes from and the key it has in `limits` entries.
+const Descriptor = struct { key: []const u8, source: Source };
+
+/// One entry of a limit; a null value matches any value (one bucket per value).
+const Entry = struct { key: []const u8, value: ?[]const u8 };
+
+/// Native local_ratelimit's descriptor: a bucket for requests whose descriptor entries match.
+const Limit = struct { entries: []const Entry, bucket: Bucket, wildcard: bool };
+
 const Route = struct {
     name: []const u8,
     prefix: ?[]const u8,
     exact: ?[]const u8,
-    bucket: ?Bucket, // null: requests on this route are not limited
-    descriptors: []const Source,
+    bucket: ?Bucket, // without limits: one bucket per descriptor value; with limits: the default bucket
+    descriptors: []const Descriptor,
+    limits: []const Limit,
 };
 
 const Config = struct {
@@ -46,8 +51,15 @@ const Config = struct {
     response_headers: bool,
     limit_missing: bool, // on_missing == "shared": missing descriptor values share one bucket
     body: []const u8,
+    status: u32,
+    retry_after: bool,
+    limited_headers: []const sdk.Header,
+    per_connection: bool,
+    always_consume_default: bool,
+    sets: u32,
     metric_allowed: u32,
     metric_limited: u32,
+    metric_evicted: u32,
 };
 
 /// Root context id -> its configuration (a VM may host several plugins).
@@ -65,14 +77,28 @@ pub fn onConfigure(root_id: u32, text: []const u8) bool {
     return true;
 }
 
+const top_fields = [_][]const u8{
+    "domain",       "stat_prefix",              "bucket",                        "descriptors", "limits",
+    "routes",       "response_headers",         "on_missing",                    "body",        "status",
+    "retry_after",  "limited_response_headers", "always_consume_default_bucket", "per_connection",
+    "max_buckets",
+};
+
 fn parseConfig(r: *cfg.Reader, text: []const u8) cfg.ConfigError!*Config {
     const root = try r.object(try r.parse(text), "");
-    try r.onlyKnown(root, "", &.{ "domain", "stat_prefix", "bucket", "descriptors", "routes", "response_headers", "on_missing", "body" });
+    try r.onlyKnown(root, "", &top_fields);
     const c = try r.arena.create(Config);
     c.domain = (try r.string(root, "", "domain")) orelse "default";
     const stat_prefix = (try r.string(root, "", "stat_prefix")) orelse "ratelimit";
     c.response_headers = try r.boolean(root, "", "response_headers", false);
     c.body = (try r.string(root, "", "body")) orelse "local_rate_limited";
+    c.status = @intCast((try r.integer(root, "", "status", 400, 599)) orelse 429);
+    c.retry_after = try r.boolean(root, "", "retry_after", true);
+    c.limited_headers = try parseHeaders(r, root, "limited_response_headers");
+    c.per_connection = try r.boolean(root, "", "per_connection", false);
+    c.always_consume_default = try r.boolean(root, "", "always_consume_default_bucket", true);
+    const max_buckets = (try r.integer(root, "", "max_buckets", store.ways, 1 << 24)) orelse 16384;
+    c.sets = @intCast(std.math.divCeil(i64, max_buckets, store.ways) catch unreachable);
     c.limit_missing = false;
     if (try r.string(root, "", "on_missing")) |m| {
         if (std.mem.eql(u8, m, "shared")) {
@@ -88,34 +114,45 @@ fn parseConfig(r: *cfg.Reader, text: []const u8) cfg.ConfigError!*Config {
         .exact = null,
         .bucket = if (root.get("bucket")) |b| try parseBucket(r, b, "bucket") else null,
         .descriptors = default_desc,
+        .limits = try parseLimits(r, root, "", default_desc),
     };
     const routes_v = (try r.array(root, "", "routes")) orelse &.{};
     const routes = try r.arena.alloc(Route, routes_v.len);
-    for (routes_v, 0..) |rv, i| {
-        const path = r.index("routes", i);
-        const o = try r.object(rv, path);
-        try r.onlyKnown(o, path, &.{ "name", "prefix", "path", "bucket", "descriptors", "unlimited" });
-        const prefix = try r.string(o, path, "prefix");
-        const exact = try r.string(o, path, "path");
-        if ((prefix == null) == (exact == null)) return r.fail(path, "exactly one of \"prefix\" or \"path\" is required", .{});
-        const unlimited = try r.boolean(o, path, "unlimited", false);
-        const bucket: ?Bucket = if (o.get("bucket")) |b| try parseBucket(r, b, r.field(path, "bucket")) else null;
-        if (unlimited and bucket != null) return r.fail(path, "\"unlimited\" and \"bucket\" are mutually exclusive", .{});
-        if (!unlimited and bucket == null) return r.fail(r.field(path, "bucket"), "required field is missing (or set \"unlimited\": true)", .{});
-        routes[i] = .{
-            .name = (try r.string(o, path, "name")) orelse try std.fmt.allocPrint(r.arena, "route{d}", .{i}),
-            .prefix = prefix,
-            .exact = exact,
-            .bucket = bucket,
-            .descriptors = if (o.get("descriptors") != null) try parseDescriptors(r, o, path) else default_desc,
-        };
-    }
+    for (routes_v, 0..) |rv, i| routes[i] = try parseRoute(r, rv, i, default_desc);
     c.routes = routes;
-    c.metric_allowed = sdk.defineMetric(.counter, try std.fmt.allocPrint(r.arena, "{s}.allowed", .{stat_prefix})) catch
-        return r.fail("stat_prefix", "host refused to define metric", .{});
-    c.metric_limited = sdk.defineMetric(.counter, try std.fmt.allocPrint(r.arena, "{s}.limited", .{stat_prefix})) catch
-        return r.fail("stat_prefix", "host refused to define metric", .{});
+    c.metric_allowed = try metric(r, stat_prefix, "allowed");
+    c.metric_limited = try metric(r, stat_prefix, "limited");
+    c.metric_evicted = try metric(r, stat_prefix, "evicted");
     return c;
+}
+
+fn metric(r: *cfg.Reader, prefix: []const u8, name: []const u8) cfg.ConfigError!u32 {
+    const full = try std.fmt.allocPrint(r.arena, "{s}.{s}", .{ prefix, name });
+    return sdk.defineMetric(.counter, full) catch r.fail("stat_prefix", "host refused to define metric {s}", .{full});
+}
+
+fn parseRoute(r: *cfg.Reader, rv: cfg.Value, i: usize, default_desc: []const Descriptor) cfg.ConfigError!Route {
+    const path = r.index("routes", i);
+    const o = try r.object(rv, path);
+    try r.onlyKnown(o, path, &.{ "name", "prefix", "path", "bucket", "descriptors", "limits", "unlimited" });
+    const prefix = try r.string(o, path, "prefix");
+    const exact = try r.string(o, path, "path");
+    if ((prefix == null) == (exact == null)) return r.fail(path, "exactly one of \"prefix\" or \"path\" is required", .{});
+    const unlimited = try r.boolean(o, path, "unlimited", false);
+    const bucket: ?Bucket = if (o.get("bucket")) |b| try parseBucket(r, b, r.field(path, "bucket")) else null;
+    const descriptors = if (o.get("descriptors") != null) try parseDescriptors(r, o, path) else default_desc;
+    const limits = try parseLimits(r, o, path, descriptors);
+    if (unlimited and (bucket != null or limits.len > 0)) return r.fail(path, "\"unlimited\" excludes \"bucket\" and \"limits\"", .{});
+    if (!unlimited and bucket == null and limits.len == 0)
+        return r.fail(r.field(path, "bucket"), "required field is missing (or set \"limits\", or \"unlimited\": true)", .{});
+    return .{
+        .name = (try r.string(o, path, "name")) orelse try std.fmt.allocPrint(r.arena, "route{d}", .{i}),
+        .prefix = prefix,
+        .exact = exact,
+        .bucket = bucket,
+        .descriptors = descriptors,
+        .limits = limits,
+    };
 }
 
 fn parseBucket(r: *cfg.Reader, v: cfg.Value, path: []const u8) cfg.ConfigError!Bucket {
@@ -149,29 +186,92 @@ fn parseDuration(s: []const u8) ?u64 {
     return null;
 }
 
-fn parseDescriptors(r: *cfg.Reader, o: cfg.Object, path: []const u8) cfg.ConfigError![]const Source {
+fn parseDescriptors(r: *cfg.Reader, o: cfg.Object, path: []const u8) cfg.ConfigError![]const Descriptor {
     const list = (try r.array(o, path, "descriptors")) orelse return &.{};
-    const out = try r.arena.alloc(Source, list.len);
+    const out = try r.arena.alloc(Descriptor, list.len);
     for (list, 0..) |dv, i| {
         const dpath = r.index(r.field(path, "descriptors"), i);
         const d = try r.object(dv, dpath);
-        try r.onlyKnown(d, dpath, &.{ "source", "name", "xff_trusted_hops" });
+        try r.onlyKnown(d, dpath, &.{ "source", "name", "xff_trusted_hops", "key" });
         const src = try r.requiredString(d, dpath, "source");
-        if (std.mem.eql(u8, src, "client_ip")) {
-            out[i] = .{ .client_ip = @intCast((try r.integer(d, dpath, "xff_trusted_hops", 0, 64)) orelse 0) };
-        } else if (std.mem.eql(u8, src, "header")) {
-            const name = try r.requiredString(d, dpath, "name");
-            out[i] = .{ .header = try std.ascii.allocLowerString(r.arena, name) };
-        } else if (std.mem.eql(u8, src, "path")) {
-            out[i] = .path;
-        } else {
+        const source: Source = if (std.mem.eql(u8, src, "client_ip"))
+            .{ .client_ip = @intCast((try r.integer(d, dpath, "xff_trusted_hops", 0, 64)) orelse 0) }
+        else if (std.mem.eql(u8, src, "header"))
+            .{ .header = try std.ascii.allocLowerString(r.arena, try r.requiredString(d, dpath, "name")) }
+        else if (std.mem.eql(u8, src, "path"))
+            .path
+        else
             return r.fail(r.field(dpath, "source"), "expected \"client_ip\", \"header\" or \"path\"", .{});
+        const default_key = switch (source) {
+            .client_ip => "remote_address", // the key of native's remote_address action
+            .header => |name| name,
+            .path => "path",
+        };
+        const key = (try r.string(d, dpath, "key")) orelse default_key;
+        if (key.len == 0) return r.fail(r.field(dpath, "key"), "must not be empty", .{});
+        out[i] = .{ .key = key, .source = source };
+    }
+    return out;
+}
+
+/// `limits`: [{"entries": [{"key": k, "value": v}], "bucket": {...}}]; the entries must name the
+/// descriptors' keys in order (a limit that could never match is a configuration error).
+fn parseLimits(r: *cfg.Reader, o: cfg.Object, path: []const u8, descriptors: []const Descriptor) cfg.ConfigError![]const Limit {
+    const list = (try r.array(o, path, "limits")) orelse return &.{};
+    const lpath = r.field(path, "limits");
+    if (list.len > 0 and descriptors.len == 0) return r.fail(lpath, "needs \"descriptors\" to match against", .{});
+    if (list.len > 0 and o.get("on_missing") != null) return r.fail(r.field(path, "on_missing"), "not used with \"limits\" (a request with a missing value uses the default bucket)", .{});
+    const out = try r.arena.alloc(Limit, list.len);
+    for (list, 0..) |lv, i| {
+        const ipath = r.index(lpath, i);
+        const lo = try r.object(lv, ipath);
+        try r.onlyKnown(lo, ipath, &.{ "entries", "bucket" });
+        const epath = r.field(ipath, "entries");
+        const entries_v = (try r.array(lo, ipath, "entries")) orelse return r.fail(epath, "required field is missing", .{});
+        if (entries_v.len != descriptors.len)
+            return r.fail(epath, "expected {d} entries, one per descriptor (keys in order)", .{descriptors.len});
+        const entries = try r.arena.alloc(Entry, entries_v.len);
+        var wildcard = false;
+        for (entries_v, 0..) |ev, j| {
+            const jpath = r.index(epath, j);
+            const eo = try r.object(ev, jpath);
+            try r.onlyKnown(eo, jpath, &.{ "key", "value" });
+            const key = try r.requiredString(eo, jpath, "key");
+            if (!std.mem.eql(u8, key, descriptors[j].key))
+                return r.fail(r.field(jpath, "key"), "expected \"{s}\" (descriptor {d}'s key)", .{ descriptors[j].key, j });
+            const value = try r.string(eo, jpath, "value");
+            const v = if (value) |s| (if (s.len == 0) null else s) else null; // "" is native's wildcard too
+            wildcard = wildcard or v == null;
+            entries[j] = .{ .key = key, .value = v };
         }
+        const bv = lo.get("bucket") orelse return r.fail(r.field(ipath, "bucket"), "required field is missing", .{});
+        out[i] = .{ .entries = entries, .bucket = try parseBucket(r, bv, r.field(ipath, "bucket")), .wildcard = wildcard };
+    }
+    return out;
+}
+
+/// `limited_response_headers`: [{"name": n, "value": v}], added to every limited response.
+fn parseHeaders(r: *cfg.Reader, o: cfg.Object, key: []const u8) cfg.ConfigError![]const sdk.Header {
+    const list = (try r.array(o, "", key)) orelse return &.{};
+    const out = try r.arena.alloc(sdk.Header, list.len);
+    for (list, 0..) |hv, i| {
+        const hpath = r.index(key, i);
+        const h = try r.object(hv, hpath);
+        try r.onlyKnown(h, hpath, &.{ "name", "value" });
+        const name = try r.requiredString(h, hpath, "name");
+        if (name[0] == ':' or std.mem.indexOfAny(u8, name, " \t\r\n:") != null)
+            return r.fail(r.field(hpath, "name"), "not a header name: {s}", .{name});
+        const value = (try r.string(h, hpath, "value")) orelse return r.fail(r.field(hpath, "value"), "required field is missing", .{});
+        if (std.mem.indexOfAny(u8, value, "\r\n\x00") != null) return r.fail(r.field(hpath, "value"), "must not contain CR, LF or NUL", .{});
+        out[i] = .{ try std.ascii.allocLowerString(r.arena, name), value };
     }
     return out;
 }
 
 // ---------------------------------------------------------------- request path
+
+/// One bucket a request draws from, in the order they are taken.
+const Check = struct { bucket: Bucket, identity: []const u8 };
 
 pub fn onRequestHeaders(ctx: u32, _: u32, _: bool) sdk.Action {
     const root = sdk.rootOf(ctx) orelse return .@"continue";
@@ -184,31 +284,118 @@ pub fn onRequestHeaders(ctx: u32, _: u32, _: bool) sdk.Action {
     defer sdk.free(raw_path);
     const path = stripQuery(raw_path);
     const route = matchRoute(c, path);
-    const bucket = route.bucket orelse return .@"continue";
+    var checks_buf: [2]Check = undefined;
+    const checks = planChecks(a, c, route, path, &checks_buf) catch return .@"continue";
+    if (checks.len == 0) return .@"continue";
 
-    const key = bucketKey(a, c, route, path) catch return .@"continue";
-    const k = key orelse return .@"continue"; // a descriptor value is missing and on_missing is "allow"
-
-    const d = decide(k, bucket, sdk.nowNanos());
-    if (d.allowed) {
-        sdk.incrementMetric(c.metric_allowed, 1);
-        if (c.response_headers) reports.put(alloc, ctx, .{ .limit = bucket.max_tokens, .remaining = d.remaining, .reset_s = d.reset_s }) catch {};
-        return .@"continue";
+    const now = sdk.nowNanos();
+    var first: ?store.Decision = null;
+    for (checks) |chk| {
+        const d = store.take(a, c.domain, c.sets, chk.identity, chk.bucket, now);
+        if (d.evicted) sdk.incrementMetric(c.metric_evicted, 1);
+        if (!d.allowed) {
+            // like native local_ratelimit, tokens already taken from earlier buckets stay taken
+            sdk.incrementMetric(c.metric_limited, 1);
+            sendLimited(c, chk.bucket, d);
+            return .pause;
+        }
+        if (first == null) first = d;
     }
-    sdk.incrementMetric(c.metric_limited, 1);
-    var b1: [24]u8 = undefined;
-    var b2: [24]u8 = undefined;
-    var b3: [24]u8 = undefined;
-    var b4: [24]u8 = undefined;
-    const headers = [_]sdk.Header{
-        .{ "retry-after", fmtInt(&b1, @max(d.reset_s, 1)) },
-        .{ "x-ratelimit-limit", fmtInt(&b2, bucket.max_tokens) },
-        .{ "x-ratelimit-remaining", fmtInt(&b3, 0) },
-        .{ "x-ratelimit-reset", fmtInt(&b4, d.reset_s) },
-    };
-    sdk.sendLocalResponse(429, "local_rate_limited", c.body, &headers) catch
+    sdk.incrementMetric(c.metric_allowed, 1);
+    if (c.response_headers) {
+        const d = first.?;
+        reports.put(alloc, ctx, .{ .limit = checks[0].bucket.max_tokens, .remaining = d.remaining, .reset_s = d.reset_s }) catch {};
+    }
+    return .@"continue";
+}
+
+/// The buckets this request takes a token from: none (not limited), the route's bucket
+/// for its descriptor values, or (with limits) the matching limit's bucket and/or the
+/// default bucket, as native local_ratelimit with always_consume_default_token_bucket.
+fn planChecks(a: std.mem.Allocator, c: *const Config, route: *const Route, path: []const u8, out: *[2]Check) ![]const Check {
+    const values = try a.alloc(?[]const u8, route.descriptors.len);
+    var missing = false;
+    for (route.descriptors, 0..) |d, i| {
+        values[i] = switch (d.source) {
+            .client_ip => |hops| clientIp(a, hops),
+            .header => |name| headerCopy(a, name),
+            .path => path,
+        };
+        missing = missing or values[i] == null;
+    }
+    var prefix: std.ArrayList(u8) = .empty;
+    try prefix.print(a, "{s}\x00{s}\x00", .{ c.domain, route.name });
+    if (c.per_connection) try prefix.print(a, "conn={s}\x00", .{connectionId(a)});
+
+    var n: usize = 0;
+    if (route.limits.len == 0) {
+        const b = route.bucket orelse return out[0..0];
+        if (missing and !c.limit_missing) return out[0..0]; // on_missing "allow": not limited
+        out[0] = .{ .bucket = b, .identity = try identity(a, prefix.items, "values", values) };
+        return out[0..1];
+    }
+    const matched = if (missing) null else matchLimit(route.limits, values);
+    if (matched) |li| {
+        const lim = route.limits[li];
+        const tag = try std.fmt.allocPrint(a, "limit{d}", .{li});
+        out[n] = .{ .bucket = lim.bucket, .identity = try identity(a, prefix.items, tag, if (lim.wildcard) values else &.{}) };
+        n += 1;
+    }
+    if (route.bucket) |b| {
+        if (n == 0 or c.always_consume_default) {
+            out[n] = .{ .bucket = b, .identity = try identity(a, prefix.items, "default", &.{}) };
+            n += 1;
+        }
+    }
+    return out[0..n];
+}
+
+/// The first limit whose entries all have values that match; limits with wildcards come
+/// after those without (native looks up exact descriptors before wildcard ones).
+fn matchLimit(limits: []const Limit, values: []const ?[]const u8) ?usize {
+    for ([_]bool{ false, true }) |wild| {
+        outer: for (limits, 0..) |lim, i| {
+            if (lim.wildcard != wild) continue;
+            for (lim.entries, values) |e, v| {
+                if (e.value) |want| if (!std.mem.eql(u8, want, v.?)) continue :outer;
+            }
+            return i;
+        }
+    }
+    return null;
+}
+
+/// "<prefix><tag>\0<len>:<value>..." (length-prefixed, so no two value lists collide;
+/// a missing value, with on_missing "shared", is "-").
+fn identity(a: std.mem.Allocator, prefix: []const u8, tag: []const u8, values: []const ?[]const u8) ![]const u8 {
+    var out: std.ArrayList(u8) = .empty;
+    try out.print(a, "{s}{s}\x00", .{ prefix, tag });
+    for (values) |v| {
+        if (v) |s| try out.print(a, "{d}:{s}", .{ s.len, s }) else try out.appendSlice(a, "-");
+    }
+    return out.items;
+}
+
+fn connectionId(a: std.mem.Allocator) []const u8 {
+    const raw = sdk.getProperty(&.{ "connection", "id" }) orelse return "-";
+    defer sdk.free(raw);
+    if (raw.len != 8) return "-";
+    return std.fmt.allocPrint(a, "{d}", .{std.mem.readInt(u64, raw[0..8], .little)}) catch "-";
+}
+
+fn sendLimited(c: *const Config, b: Bucket, d: store.Decision) void {
+    var bufs: [4][24]u8 = undefined;
+    var headers: std.ArrayList(sdk.Header) = .empty;
+    defer headers.deinit(alloc);
+    headers.appendSlice(alloc, c.limited_headers) catch {};
+    if (c.retry_after) headers.append(alloc, .{ "retry-after", fmtInt(&bufs[0], @max(d.reset_s, 1)) }) catch {};
+    headers.appendSlice(alloc, &.{
+        .{ "x-ratelimit-limit", fmtInt(&bufs[1], b.max_tokens) },
+        .{ "x-ratelimit-remaining", fmtInt(&bufs[2], 0) },
+        .{ "x-ratelimit-reset", fmtInt(&bufs[3], d.reset_s) },
+    }) catch {};
+    sdk.sendLocalResponse(c.status, "local_rate_limited", c.body, headers.items) catch
         sdk.log(.err, log_prefix ++ "send_local_response failed");
-    return .pause;
 }
 
 pub fn onResponseHeaders(ctx: u32, _: u32, _: bool) sdk.Action {
@@ -247,28 +434,6 @@ fn matchRoute(c: *const Config, path: []const u8) *const Route {
     return &c.default_route;
 }
 
-/// "ratelimit:<domain>:<route>:<v1>|<v2>..." or null when a value is missing
-/// and missing values are not limited.
-fn bucketKey(a: std.mem.Allocator, c: *const Config, route: *const Route, path: []const u8) !?[]const u8 {
-    var key: std.ArrayList(u8) = .empty;
-    try key.print(a, "ratelimit:{s}:{s}:", .{ c.domain, route.name });
-    for (route.descriptors, 0..) |d, i| {
-        if (i > 0) try key.append(a, '|');
-        const v: ?[]const u8 = switch (d) {
-            .client_ip => |hops| clientIp(a, hops),
-            .header => |name| headerCopy(a, name),
-            .path => path,
-        };
-        if (v) |val| {
-            try key.appendSlice(a, val);
-        } else {
-            if (!c.limit_missing) return null;
-            try key.appendSlice(a, "-");
-        }
-    }
-    return key.items;
-}
-
 /// With N trusted hops the client is the N-th x-forwarded-for entry from the
 /// right (each trusted proxy appended the address it saw); with fewer entries,
 /// or N = 0, the connection's peer (`source.address`, port removed).
@@ -304,78 +469,4 @@ fn stripPort(addr: []const u8) []const u8 {
     const colon = std.mem.lastIndexOfScalar(u8, addr, ':') orelse return addr;
     if (std.mem.indexOfScalar(u8, addr[0..colon], ':') != null) return addr; // bare IPv6 without port
     return addr[0..colon];
-}
-
-// ---------------------------------------------------------------- the bucket
-
-const Decision = struct { allowed: bool, remaining: u64, reset_s: u64 };
-
-/// State in shared data: credit (u128 LE) in units of 1/fill_interval_ns of a
-/// token times tokens_per_fill, i.e. one token == fill_interval_ns units, and
-/// the time of the last refill (u64 LE). Refill adds elapsed_ns * tokens_per_fill.
-const state_len = 24;
-
-/// The cas used to create a key: "create if absent". In the ABI, cas 0 is an
-/// unconditional write, so two workers that both read NotFound would both
-/// succeed and both admit (the later write erases the earlier take; seen in
-/// Envoy with --concurrency 2 about once in 400 bursts on a fresh key). Envoy
-/// (proxy-wasm-cpp-host SharedData::set) ignores the cas when the key does not
-/// exist, and checks it when the key exists: a non-zero cas that the existing
-/// entry does not carry fails with CAS_MISMATCH. Cas values come from one
-/// process-wide u32 counter that starts at 1, so an existing entry carries
-/// maxInt(u32) only if its last write was the 4294967295th shared-data write of
-/// the process. (A "write a per-connection nonce, read it back" check is not
-/// enough: A writes, reads back its nonce, then B's unconditional write lands
-/// and B reads back its own nonce; both admit.)
-const create_cas: u32 = std.math.maxInt(u32);
-
-fn decide(key: []const u8, b: Bucket, now: u64) Decision {
-    const one: u128 = b.fill_interval_ns;
-    const cap: u128 = @as(u128, b.max_tokens) * one;
-    var attempt: u32 = 0;
-    while (attempt < 64) : (attempt += 1) {
-        var credit: u128 = cap;
-        var last: u64 = now;
-        var cas: u32 = create_cas;
-        const cur = sdk.getSharedData(key) catch null;
-        if (cur) |sv| {
-            defer sdk.free(sv.value);
-            cas = sv.cas;
-            if (sv.value.len == state_len) {
-                credit = @min(cap, std.mem.readInt(u128, sv.value[0..16], .little));
-                last = std.mem.readInt(u64, sv.value[16..24], .little);
-            }
-        }
-        if (now > last) {
-            credit = @min(cap, credit + @as(u128, now - last) * b.tokens_per_fill);
-            last = now;
-        }
-        if (credit < one) {
-            // Denied: nothing to write (the refill is recomputed next time).
-            return .{ .allowed = false, .remaining = 0, .reset_s = resetSeconds(credit, one, b) };
-        }
-        credit -= one;
-        var buf: [state_len]u8 = undefined;
-        std.mem.writeInt(u128, buf[0..16], credit, .little);
-        std.mem.writeInt(u64, buf[16..24], last, .little);
-        // A new key is written with create_cas (create-if-absent, see there), an
-        // existing one with the cas we read: either way a concurrent writer makes
-        // this fail with CAS_MISMATCH and the decision is redone on its state.
-        sdk.setSharedData(key, &buf, cas) catch |e| {
-            if (e == error.CasMismatch) continue;
-            sdk.logf(.warn, log_prefix ++ "shared data write failed ({s}); denying", .{@errorName(e)});
-            return .{ .allowed = false, .remaining = 0, .reset_s = 1 };
-        };
-        const remaining: u64 = @intCast(credit / one);
-        return .{ .allowed = true, .remaining = remaining, .reset_s = resetSeconds(credit, one, b) };
-    }
-    sdk.log(.warn, log_prefix ++ "too much contention on a bucket; denying");
-    return .{ .allowed = false, .remaining = 0, .reset_s = 1 };
-}
-
-/// 0 while a whole token is available, else whole seconds until the next one.
-fn resetSeconds(credit: u128, one: u128, b: Bucket) u64 {
-    if (credit >= one) return 0;
-    const ns = std.math.divCeil(u128, one - credit, b.tokens_per_fill) catch 0;
-    return @intCast(std.math.divCeil(u128, ns, std.time.ns_per_s) catch 0);
 }

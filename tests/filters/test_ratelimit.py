@@ -1,6 +1,7 @@
 """ratelimit filter (filters/ratelimit) run through the project's host."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -28,6 +29,31 @@ def allowed(s) -> bool:
 
 def count(plugin, n, **kw) -> int:
     return sum(allowed(hit(plugin, **kw)) for _ in range(n))
+
+
+SETS = 16384 // 4  # the default max_buckets over 4 records per shared-data entry
+RECORD = 48        # id (16) | credit u128 | last refill ns u64 | full-again ns u64, little-endian
+
+
+def bucket_location(values=(), *, domain="default", route="default", tag="values", conn=None, sets=SETS):
+    """(shared-data key, record id) of a bucket, as filters/ratelimit/store.zig derives them."""
+    ident = f"{domain}\0{route}\0" + (f"conn={conn}\0" if conn is not None else "") + f"{tag}\0"
+    ident += "".join("-" if v is None else f"{len(v.encode())}:{v}" for v in values)
+    digest = hashlib.sha256(ident.encode()).digest()
+    return f"ratelimit:{domain}:{sets}:{int.from_bytes(digest[16:24], 'little') % sets}".encode(), digest[:16]
+
+
+def record(host, *values, **kw) -> tuple[int, int, int] | None:
+    """(credit, last, full_at) of a bucket's record in shared data, or None when it has none."""
+    key, rid = bucket_location(values, **kw)
+    found = host.shared_data.get(key)
+    value = found[0] if found else b""
+    for i in range(0, len(value), RECORD):
+        if value[i:i + 16] == rid:
+            r = value[i:i + RECORD]
+            return (int.from_bytes(r[16:32], "little"), int.from_bytes(r[32:40], "little"),
+                    int.from_bytes(r[40:48], "little"))
+    return None
 
 
 BUCKET = {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval_ms": 1000}
@@ -77,7 +103,8 @@ def test_per_client_ip_buckets(host, ratelimit_wasm):
                                     "descriptors": [{"source": "client_ip"}]})
     assert count(p, 4, ip="10.0.0.1") == 2
     assert count(p, 4, ip="10.0.0.2") == 2
-    assert host.shared_data.get(b"ratelimit:default:default:10.0.0.1") is not None
+    assert record(host, "10.0.0.1") is not None and record(host, "10.0.0.2") is not None
+    assert record(host, "10.0.0.3") is None
 
 
 @pytest.mark.parametrize("hops,xff,client", [
@@ -90,7 +117,7 @@ def test_x_forwarded_for_trusted_hops(host, ratelimit_wasm, hops, xff, client):
     p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 1, "fill_interval_ms": 1000},
                                     "descriptors": [{"source": "client_ip", "xff_trusted_hops": hops}]})
     assert allowed(hit(p, headers={"x-forwarded-for": xff}, ip="10.9.9.9"))
-    assert host.shared_data.get(f"ratelimit:default:default:{client}".encode()) is not None
+    assert record(host, client) is not None
 
 
 def test_header_descriptor_and_missing_values(host, ratelimit_wasm):
@@ -113,7 +140,7 @@ def test_claim_header_and_path_descriptors(host, ratelimit_wasm):
     assert count(p, 3, path="/a?x=2", headers={"x-jwt-sub": "alice"}) == 0   # query ignored: same bucket
     assert count(p, 3, path="/b", headers={"x-jwt-sub": "alice"}) == 2
     assert count(p, 3, path="/a", headers={"x-jwt-sub": "bob"}) == 2
-    assert host.shared_data.get(b"ratelimit:default:default:alice|/a") is not None
+    assert record(host, "alice", "/a") is not None
 
 
 def test_route_overrides(host, ratelimit_wasm):
@@ -178,10 +205,11 @@ def test_cas_retry_when_another_writer_races(host, ratelimit_wasm):
     """A write between the filter's read and its CAS write must make it retry, not over-admit."""
     p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 3, "fill_interval_ms": 60000}}, workers=2)
     assert allowed(hit(p, worker=0))
-    key = b"ratelimit:default:default:"
+    key, _ = bucket_location()
     value, cas = host.shared_data.get(key)
+    assert len(value) == RECORD
     # Another process drains the bucket: same layout, zero credit.
-    assert host.shared_data.set(key, bytes(16) + value[16:], cas)
+    assert host.shared_data.set(key, value[:16] + bytes(16) + value[32:], cas)
     assert not allowed(hit(p, worker=1))
     assert not allowed(hit(p, worker=0))
 
@@ -212,7 +240,7 @@ def test_creating_a_bucket_races_safely(host, ratelimit_wasm, max_tokens):
     --concurrency 2 about once per 400 bursts)."""
     p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": max_tokens, "fill_interval_ms": 60000}}, workers=2)
     raced = []
-    host.shared_data = _RacingSharedData(b"ratelimit:default:default:", lambda: raced.append(allowed(hit(p, worker=1))))
+    host.shared_data = _RacingSharedData(bucket_location()[0], lambda: raced.append(allowed(hit(p, worker=1))))
     first = allowed(hit(p, worker=0))
     assert raced == [True]
     rest = [allowed(hit(p, worker=i % 2)) for i in range(2 * max_tokens)]
