@@ -121,7 +121,7 @@ def test_inspect_module_without_abi_marker(capsys, modules):
 @pytest.mark.parametrize(
     "hint, toolchain",
     [
-        ('(@custom "go:buildid" "x")', "Go"),
+        ('(@custom "go:buildid" "x")', "Go (gc)"),
         ("(func $tinygo_getCurrentStackPointer)", "TinyGo"),
         ('(@producers (processed-by "Zig" "0.17.1"))', "Zig"),
         ('(import "env" "emscripten_notify_memory_growth" (func (param i32)))', "C++ (Emscripten)"),
@@ -647,7 +647,7 @@ def test_validate_envoy_struct_with_yaml_only_types(capsys, envoy_dir, value, er
 
 def test_validate_envoy_struct_dates_stay_text(capsys, envoy_dir, monkeypatch):
     """Envoy reads YAML scalars as JSON strings: a date in a Struct reaches the filter as written."""
-    import proxywasm_host.cli as cli_module
+    import proxywasm_host.cli.cmd_validate as cli_module
 
     seen = []
     monkeypatch.setattr(cli_module, "validate_plugin", lambda opts, schema: seen.append(opts.configuration) or {"ok": True})
@@ -691,9 +691,9 @@ def test_strict_ascii_stdout_has_no_traceback(modules, tmp_path):
 
 
 def test_unexpected_error_is_one_line(capsys, modules, monkeypatch):
-    import proxywasm_host.cli as cli_module
+    import proxywasm_host.cli.cmd_inspect as cli_module
 
-    monkeypatch.setattr(cli_module, "inspect_module", lambda path: {}["boom"])
+    monkeypatch.setattr(cli_module, "inspect_module", lambda *args, **kwargs: {}["boom"])
     code, out, err = cli(capsys, "inspect", modules["filter"])
     assert code == 1 and out == ""
     assert err == ("proxywasm: error: internal error: KeyError: 'boom' (set PROXYWASM_DEBUG=1 for the traceback)\n")

@@ -146,6 +146,8 @@ def run_dev_loop(
             on_ready(env)
         published = {f.name: (env.current(f.name).get("sha256"), f.current_configuration()) for f in filters}
         config_files = [f.config_file for f in filters if f.config_file is not None]
+        if build_cmd is None:  # modules built elsewhere: a new build of one is a change
+            config_files += [f.wasm for f in filters]
         last = _fingerprint(root, opts.sources, config_files)
         while opts.watch and not stop.is_set():
             if max_iterations is not None and iterations >= max_iterations:

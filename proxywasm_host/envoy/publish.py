@@ -14,18 +14,22 @@ import os
 import re
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import httpx
 import yaml
 
 from . import config as cfg
 from .validate import PublishError, check_wasm_module, envoy_validate, find_envoy
 
 FAILURE_COUNTERS = ("update_rejected", "update_failure", "config_fail")
+
+
+class PublishTimeout(PublishError):
+    """Envoy gave no verdict on an update within the timeout (slow, or its admin stopped answering);
+    the new ECDS file stays in place, so Envoy may still apply it."""
 
 
 @dataclass
@@ -45,9 +49,8 @@ class PublishResult:
 
 def admin_stats(admin_url: str, regex: str = "", timeout: float = 5.0) -> dict[str, int]:
     """Counters and gauges from Envoy's ``/stats`` (histograms are skipped)."""
-    query = f"/stats?filter={urllib.request.quote(regex)}" if regex else "/stats"
-    with urllib.request.urlopen(admin_url.rstrip("/") + query, timeout=timeout) as r:
-        text = r.read().decode()
+    r = httpx.get(admin_url.rstrip("/") + "/stats", params={"filter": regex} if regex else None, timeout=timeout)
+    text = r.raise_for_status().text
     out: dict[str, int] = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")
@@ -56,10 +59,10 @@ def admin_stats(admin_url: str, regex: str = "", timeout: float = 5.0) -> dict[s
     return out
 
 
-def ecds_stats(admin_url: str, filter_name: str) -> dict[str, int]:
+def ecds_stats(admin_url: str, filter_name: str, timeout: float = 5.0) -> dict[str, int]:
     """``extension_config_discovery.http_filter.<filter_name>.*`` without the prefix."""
     prefix = f"extension_config_discovery.http_filter.{filter_name}."
-    return {k[len(prefix):]: v for k, v in admin_stats(admin_url, "^" + re.escape(prefix)).items()}
+    return {k[len(prefix):]: v for k, v in admin_stats(admin_url, "^" + re.escape(prefix), timeout).items()}
 
 
 def published(ecds_file: str | os.PathLike[str], filter_name: str) -> dict[str, Any] | None:
@@ -159,7 +162,9 @@ def publish(
        ``extension_config_discovery.http_filter.<filter_name>`` increase; if
        ``update_rejected``/``update_failure``/``config_fail`` does, the previous
        ECDS file is put back and ``PublishError`` names Envoy's log lines (from
-       ``envoy_log``, if given). Envoy keeps serving the previous filter.
+       ``envoy_log``, if given). Envoy keeps serving the previous filter. If Envoy
+       gives no verdict within ``timeout``, ``PublishTimeout`` says so and the new
+       file stays: Envoy may still apply it.
 
     ``None`` for ``configuration``, ``root_id``, ``vm_id``, ``plugin_name`` or
     ``failure_policy`` keeps the value the ECDS file holds now (else "", the
@@ -204,7 +209,7 @@ def publish(
     if admin_url is not None:
         try:
             before = ecds_stats(admin_url, filter_name)
-        except (urllib.error.URLError, OSError) as exc:
+        except httpx.HTTPError as exc:
             raise PublishError(f"cannot reach Envoy's admin at {admin_url}: {exc}; nothing was published") from exc
     log = Path(envoy_log) if envoy_log is not None else None
     log_offset = log.stat().st_size if log is not None and log.exists() else 0
@@ -217,10 +222,13 @@ def publish(
     if why is None:
         return PublishResult(filter_name, sha, str(dest), configuration, version, True, validate_s,
                              time.monotonic() - t_rename, t_rename)
+    if now is None:  # no verdict: Envoy may still apply it, so the new file stays (never undo an accepted update)
+        raise PublishTimeout(f"Envoy did not answer in time for {filter_name}: {why}; {ecds_file} now serves the new "
+                             f"filter and Envoy may still apply it (see {admin_url}/stats?filter=extension_config)")
     if previous is not None:  # so that a restart does not load the refused config
         _atomic_write(ecds_file, previous)
-        if now is not None:  # Envoy takes the restored file too; let that pass so a next publish does not count it
-            _await_update(admin_url, filter_name, now, ("update_success",), timeout)
+        # Envoy takes the restored file too; let that pass so a next publish does not count it
+        _await_update(admin_url, filter_name, now, ("update_success",), timeout)
     lines = _envoy_lines(log, log_offset)
     raise PublishError(f"Envoy refused the update of {filter_name} ({why}); the previous filter keeps serving"
                        + (":\n  " + "\n  ".join(lines[-12:]) if lines else ""))
@@ -235,10 +243,10 @@ def _await_update(admin_url: str, filter_name: str, before: dict[str, int], need
     """
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            now = ecds_stats(admin_url, filter_name)
-        except (urllib.error.URLError, OSError) as exc:
-            return f"admin {admin_url} stopped answering: {exc}", None
+        try:  # a slow admin gets the time that is left, not a fixed per-request limit
+            now = ecds_stats(admin_url, filter_name, timeout=max(deadline - time.monotonic(), 0.5))
+        except httpx.HTTPError as exc:
+            return f"admin {admin_url} did not answer within {timeout:g}s ({exc})", None
         # A refused module bumps config_reload too (with config_fail and update_rejected), so check the failure
         # counters first; Envoy moves all of them in one main-thread event, which also serves /stats.
         bad = [k for k in FAILURE_COUNTERS if now.get(k, 0) > before.get(k, 0)]
