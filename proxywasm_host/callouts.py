@@ -71,7 +71,9 @@ class HttpCall:
         for k, v in HeaderMap.from_input(headers, "respond: headers").pairs:
             hm.add(k, v)
         body_b = as_bytes(body, "respond: body")
-        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), HeaderMap.from_input(trailers, "respond: trailers")))
+        # no trailers: Envoy has no trailer map, so reading a value from it is BadArgument
+        trailer_map = HeaderMap.from_input(trailers, "respond: trailers") if trailers is not None else None
+        self._deliver(CallResponse(hm, Buffer(body_b, mutable=False), trailer_map))  # type: ignore[arg-type]
 
     def _deliver(self, response: CallResponse | None) -> None:
         if self.answered:
@@ -92,7 +94,7 @@ class HttpCall:
                     self.token,
                     len(response.headers),
                     len(response.body.data),
-                    len(response.trailers),
+                    len(response.trailers) if response.trailers is not None else 0,
                 )
         finally:
             root.call_response = None

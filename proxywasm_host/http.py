@@ -106,6 +106,7 @@ class _Direction:
         self.trailers: HeaderMap | None = None
         self.trailers_readable = False
         self.pending_trailers: HeaderMap | None = None
+        self.trailers_added = False  # the filter added trailers from the last body chunk
         self.iteration = "idle"  # idle | continue | stop_all | stop_buffer | stop_nobuffer | stop_trailers | done
         self.end_seen = False
         self.body_bytes = 0  # body bytes that arrived in this direction (Envoy's bytesReceived)
@@ -272,6 +273,7 @@ class HttpStream(Context):
         self.downstream_response = Message()
         self.local_reply: LocalReply | None = None
         self.reset_details: str | None = None
+        self.grpc_request = False
         self.trap: GuestTrap | None = None
         self.completed = False
         self.logged = False
@@ -293,6 +295,7 @@ class HttpStream(Context):
         check_type(end_of_stream, (bool,), "send_request_headers: end_of_stream", "bool")
         self.plugin.host.apply_connection_manager_defaults(hm)
         self.request.end_seen = end_of_stream  # a fail-closed answer depends on it (connection: close)
+        self.grpc_request = _is_grpc(hm)  # local replies to it are gRPC answers
         mode = self._begin()
         if mode == "skip":
             return self._skipped("proxy_on_request_headers", hm, end_of_stream)
@@ -454,11 +457,14 @@ class HttpStream(Context):
         if self.response.headers is not None:
             self._direct_reply(reply)
             return
-        self.response.send_headers(_local_reply_headers(reply), eos=not reply.body)
-        if reply.body and self.response.iteration != "done":
+        if self.grpc_request:
+            self.response.send_headers(self._local_reply_headers(reply), eos=True)
+        else:
+            self.response.send_headers(_local_reply_headers(reply), eos=not reply.body)
+        if reply.body and not self.grpc_request and self.response.iteration != "done":
             self.response.send_data(reply.body, True)
         out = self.downstream_response
-        if not reply.body and out.headers is not None and "content-length" not in out.headers:
+        if (not reply.body or self.grpc_request) and out.headers is not None and "content-length" not in out.headers:
             out.headers = Headers([*out.headers._raw, (b"content-length", b"0")])  # added by the codec
 
     def buffer_overflow(self, direction: _Direction) -> None:
@@ -478,13 +484,29 @@ class HttpStream(Context):
         self.local_reply = self.local_reply or reply
         self.response.end()
         out = self.downstream_response
-        headers = _local_reply_headers(reply)
-        if not reply.body:
-            headers.add(b"content-length", b"0")
+        headers = self._local_reply_headers(reply)
         out.headers = headers.view()
-        out.body = reply.body
+        out.body = b"" if self.grpc_request else reply.body
         out.complete = True
         self.mark_connection_close()
+        if not out.body:  # the codec adds it last, after connection: close (measured on 1.40)
+            out.headers = Headers([*out.headers._raw, (b"content-length", b"0")])
+
+    def _local_reply_headers(self, reply: LocalReply) -> HeaderMap:
+        """Envoy's sendLocalReply: to a gRPC request a trailers-only gRPC answer (:status 200,
+        content-type application/grpc, grpc-status from the reply or its HTTP status, the body as a
+        percent-encoded grpc-message, no body), else the headers _local_reply_headers builds."""
+        if not self.grpc_request:
+            return _local_reply_headers(reply)
+        hm = _local_reply_headers(LocalReply(200, b"", reply.headers))
+        hm.replace(b"content-type", b"application/grpc")
+        if hm.get(b"grpc-status") is None:
+            code = reply.grpc_status if reply.grpc_status is not None else _HTTP_TO_GRPC.get(reply.status_code, 2)
+            hm.add(b"grpc-status", str(code).encode())
+        head = self.request.headers is not None and self.request.headers.get(b":method") == b"HEAD"
+        if reply.body and not head:
+            hm.add(b"grpc-message", _percent_encode(reply.body))
+        return hm
 
     def mark_connection_close(self) -> None:
         """Envoy's connection manager (HTTP/1.1, measured on 1.40) closes the connection after a
@@ -502,6 +524,9 @@ class HttpStream(Context):
     def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
         if map_type >= MapType.HTTP_CALL_RESPONSE_HEADERS:
             return self.root_ctx.get_map(map_type, mutable)
+        added = self.request if map_type == MapType.HTTP_REQUEST_TRAILERS else self.response
+        if map_type in (MapType.HTTP_REQUEST_TRAILERS, MapType.HTTP_RESPONSE_TRAILERS) and added.trailers_added:
+            return added.trailers  # Envoy keeps the map it added for the filter, in every later phase
         if self.in_log:
             if mutable:
                 return None
@@ -516,7 +541,7 @@ class HttpStream(Context):
         if d.trailers_readable:
             return d.trailers
         if mutable and d.body is not None and d.body_eos and d.trailers is None:
-            d.trailers = HeaderMap()  # Envoy's addDecodedTrailers()/addEncodedTrailers()
+            d.trailers, d.trailers_added = HeaderMap(), True  # Envoy's addDecodedTrailers()/addEncodedTrailers()
             return d.trailers
         return None
 
@@ -593,6 +618,17 @@ def _grpc_status(headers: HeaderMap, trailers: HeaderMap | None, http_status: in
         if value is not None and value.isdigit():
             return int(value)
     return _HTTP_TO_GRPC.get(http_status, 2)  # 2: Unknown
+
+
+def _is_grpc(headers: HeaderMap) -> bool:
+    """Envoy's Grpc::Common::hasGrpcContentType."""
+    ct = headers.get(b"content-type") or b""
+    return ct == b"application/grpc" or ct.startswith((b"application/grpc+", b"application/grpc;"))
+
+
+def _percent_encode(data: bytes) -> bytes:
+    """Envoy's grpc-message encoding: bytes outside printable ASCII, and %, as %XX."""
+    return b"".join(b"%%%02X" % c if c < 0x20 or c > 0x7E or c == 0x25 else bytes([c]) for c in data)
 
 
 def _local_reply_headers(reply: LocalReply) -> HeaderMap:

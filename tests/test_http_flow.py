@@ -57,8 +57,9 @@ def test_replace_prefix_and_get_buffer_bytes_window():
     s = p.http_stream()
     s.send_request_headers(REQ)
     s.send_request_body(b"abcdef", end_of_stream=True)
-    # replaced "ab" by "XYZ"; read 3 bytes from offset 1; start past the end -> Ok, empty; response body absent -> NotFound
-    assert records(s.vm) == [0, 0, 0, 0, 1]
+    # replaced "ab" by "XYZ"; read 3 bytes from offset 1; start past the end -> Ok, empty; response body absent -> Ok,
+    # empty (Envoy 1.40 keeps an empty buffer: tests/test_hostcall_status.py)
+    assert records(s.vm) == [0, 0, 0, 0, 0]
     assert s.logs[0].message == "YZc"
     assert s.upstream_request.body == b"XYZcdef"
 

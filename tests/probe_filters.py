@@ -1,0 +1,148 @@
+"""Small WAT filters that probe one Envoy behaviour each. The same module runs in the host
+(tests/) and in Envoy 1.40 through parity (integration/test_envoy_semantics.py), so what the
+host tests pin is what Envoy was seen to do."""
+from __future__ import annotations
+
+from proxywasm_host.memory import serialize_pairs
+from proxywasm_host.parity import Filter, Request, Response, Scenario
+from watgen import build
+
+MAP_TYPES = range(8)  # request/response headers and trailers, gRPC metadata, callout headers/trailers
+BUFFER_TYPES = range(9)  # bodies, connection data, callout and gRPC bodies, configurations, call data
+#: what each map is asked, in order; a letter per answer ("a" + WasmResult) in the probe's log line
+MAP_CALLS = ("size", "get", "pairs", "add", "replace", "remove", "set_pairs")
+BUFFER_CALLS = ("status", "bytes", "set")
+CALLOUT = "(call $proxy_http_call {auth} {callout} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 0x108))"
+CALLOUT_HEADERS = serialize_pairs([(b":method", b"GET"), (b":path", b"/check"), (b":authority", b"auth")])
+LINE = 0x2000  # where a probe writes its log line
+SAVE_CTX = "(i32.store (i32.const 0x10c) (local.get $ctx))"
+RESUME = "(drop (call $proxy_set_effective_context (i32.load (i32.const 0x10c)))) (drop (call $proxy_continue_stream (i32.const 0)))"
+
+
+def _put(offset: int, value: str) -> str:
+    """Store one byte of the log line: a constant, or "a" plus the status the expression returned."""
+    return f"(i32.store8 (i32.const {LINE + offset}) {value})"
+
+
+def _status(offset: int, call: str) -> str:
+    return _put(offset, f"(i32.add (i32.const 97) {call})")
+
+
+def _map_probe(m: int, at: int) -> list[str]:
+    key, one, two = "{key}", "{one}", "{two}"
+    return [
+        _status(at, f"(call $proxy_get_header_map_size (i32.const {m}) (i32.const 0x110))"),
+        _status(at + 1, f"(call $proxy_get_header_map_value (i32.const {m}) {key} (i32.const 0x118) (i32.const 0x11c))"),
+        "(i32.store (i32.const 0x100) (i32.const 0)) (i32.store (i32.const 0x104) (i32.const 0))",
+        _status(at + 2, f"(call $proxy_get_header_map_pairs (i32.const {m}) (i32.const 0x100) (i32.const 0x104))"),
+        _status(at + 3, f"(call $proxy_add_header_map_value (i32.const {m}) {key} {one})"),
+        _status(at + 4, f"(call $proxy_replace_header_map_value (i32.const {m}) {key} {two})"),
+        _status(at + 5, f"(call $proxy_remove_header_map_value (i32.const {m}) {key})"),
+        # the pairs read above written back: the map ends as it was
+        _status(at + 6, f"(call $proxy_set_header_map_pairs (i32.const {m}) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))"),
+    ]
+
+
+def _buffer_probe(b: int, at: int) -> list[str]:
+    return [
+        _status(at, f"(call $proxy_get_buffer_status (i32.const {b}) (i32.const 0x110) (i32.const 0x114))"),
+        _status(at + 1, f"(call $proxy_get_buffer_bytes (i32.const {b}) (i32.const 0) (i32.const 1) (i32.const 0x118) (i32.const 0x11c))"),
+        _status(at + 2, f"(call $proxy_set_buffer_bytes (i32.const {b}) (i32.const 0) (i32.const 0) {{empty}})"),
+    ]
+
+
+def probe_line(tag: str) -> str:
+    """WAT that asks every map and buffer hostcall of every type and logs
+    "<tag> <map answers, a group per map> <buffer answers, a group per buffer>"."""
+    code = [_put(i, f"(i32.const {ord(c)})") for i, c in enumerate(f"{tag} ")]
+    at = len(tag) + 1
+    for m in MAP_TYPES:
+        code += _map_probe(m, at)
+        at += len(MAP_CALLS)
+        code.append(_put(at, "(i32.const 32)"))
+        at += 1
+    for b in BUFFER_TYPES:
+        code += _buffer_probe(b, at)
+        at += len(BUFFER_CALLS)
+        code.append(_put(at, "(i32.const 32)"))
+        at += 1
+    code.append(f"(drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const {at - 1})))")
+    return " ".join(code)
+
+
+def status_probe(callout: bool = False) -> bytes:
+    """Logs the answer of every map and buffer hostcall in every phase an HTTP filter has. With
+    `callout`, the request headers stop for a callout whose answer probes on the root context and
+    resumes the request (so that no answer races the client's body)."""
+    strings = {"key": "x-p", "one": "1", "two": "2", "empty": "", "auth": "auth", "callout": CALLOUT_HEADERS}
+    ok = " (i32.const 0)"
+    on_headers = probe_line("request_headers") + (f" (drop {CALLOUT}) {SAVE_CTX} (i32.const 1)" if callout else ok)
+    return build({
+        "proxy_on_vm_start": probe_line("vm_start") + " (i32.const 1)",
+        "proxy_on_configure": probe_line("configure") + " (i32.const 1)",
+        "proxy_on_request_headers": on_headers,
+        "proxy_on_request_body": probe_line("request_body") + ok,
+        "proxy_on_request_trailers": probe_line("request_trailers") + ok,
+        "proxy_on_response_headers": probe_line("response_headers") + ok,
+        "proxy_on_response_body": probe_line("response_body") + ok,
+        "proxy_on_http_call_response": probe_line("http_call_response") + " " + RESUME,
+        "proxy_on_log": probe_line("log"),
+        "proxy_on_done": probe_line("done") + " (i32.const 1)",
+    }, strings)
+
+
+def parse_probe_line(line: str) -> dict[str, list[str]]:
+    """A probe line as {"map N" | "buffer N": [status letters in call order]}."""
+    _, *groups = line.split(" ")
+    names = [f"map {m}" for m in MAP_TYPES] + [f"buffer {b}" for b in BUFFER_TYPES]
+    return dict(zip(names, (list(g) for g in groups), strict=True))
+
+
+def pause_for_callout() -> bytes:
+    """Stops the request headers for a callout and resumes the request from its answer; the body
+    and trailers callbacks only continue (the trace shows when each ran, with its arguments)."""
+    strings = {"auth": "auth", "callout": CALLOUT_HEADERS}
+    return build({
+        "proxy_on_request_headers": f"(drop {CALLOUT}) {SAVE_CTX} (i32.const 1)",
+        "proxy_on_http_call_response": RESUME,
+        "proxy_on_request_body": "(i32.const 0)",
+        "proxy_on_request_trailers": "(i32.const 0)",
+    }, strings)
+
+
+def local_reply(status: int, headers: list[tuple[bytes, bytes]], body: str = "") -> bytes:
+    """Answers every request from its request headers; logs what its own response and body
+    callbacks see, so that the phases after a local reply show in the trace and the log."""
+    strings = {"details": "probe", "body": body or "-", "headers": serialize_pairs(headers), "seen": "response body"}
+    body_arg = "{body}" if body else "(i32.const 0) (i32.const 0)"
+    return build({
+        "proxy_on_request_headers": f"(drop (call $proxy_send_local_response (i32.const {status}) {{details}} {body_arg}"
+                                    " {headers} (i32.const -1))) (i32.const 0)",
+        "proxy_on_request_body": "(i32.const 0)",
+        "proxy_on_response_body": "(drop (call $proxy_log (i32.const 2) {seen})) (i32.const 0)",
+    }, strings)
+
+
+def trap_on_request_headers() -> bytes:
+    return build({"proxy_on_request_headers": "unreachable", "proxy_on_request_body": "(i32.const 0)"})
+
+
+def callout_with_body(headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """Sends one callout to cluster "auth" from its request headers and lets the request go on."""
+    strings = {"auth": "auth", "headers": serialize_pairs(headers), "body": body or b"-"}
+    body_arg = "{body}" if body else "(i32.const 0) (i32.const 0)"
+    return build({"proxy_on_request_headers": f"(drop (call $proxy_http_call {{auth}} {{headers}} {body_arg}"
+                                              " (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 0x108))) (i32.const 0)"},
+                 strings)
+
+
+def status_scenarios() -> dict[str, Scenario]:
+    """The requests the status probe sees: chunked bodies with and without trailers (without, the
+    filter adds request trailers from the last chunk) and a GET; with a callout, two GETs."""
+    return {
+        "phases": Scenario([Filter(status_probe(), name="probe")], [
+            Request("POST", "/a", body=["ab", "cd"], trailers={"x-t": "1"}), Request("POST", "/b", body=["ab", "cd"]),
+            Request("GET", "/c")]),
+        "callout": Scenario([Filter(status_probe(callout=True), name="probe")], [Request("GET", "/a"), Request("GET", "/b")],
+                            callouts={"auth": Response(200, {"x-c": "1"}, "cb")}),
+    }
