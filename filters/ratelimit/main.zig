@@ -263,7 +263,10 @@ fn parseHeaders(r: *cfg.Reader, o: cfg.Object, key: []const u8) cfg.ConfigError!
             return r.fail(r.field(hpath, "name"), "not a header name: {s}", .{name});
         const value = (try r.string(h, hpath, "value")) orelse return r.fail(r.field(hpath, "value"), "required field is missing", .{});
         if (std.mem.indexOfAny(u8, value, "\r\n\x00") != null) return r.fail(r.field(hpath, "value"), "must not contain CR, LF or NUL", .{});
-        out[i] = .{ try std.ascii.allocLowerString(r.arena, name), value };
+        const lower = try std.ascii.allocLowerString(r.arena, name);
+        for (out[0..i]) |prev| if (std.mem.eql(u8, prev[0], lower))
+            return r.fail(r.field(hpath, "name"), "{s} is given twice (a local reply keeps one value per name)", .{lower});
+        out[i] = .{ lower, value };
     }
     return out;
 }

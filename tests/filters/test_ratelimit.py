@@ -248,6 +248,205 @@ def test_creating_a_bucket_races_safely(host, ratelimit_wasm, max_tokens):
     assert host.metrics["ratelimit.allowed"] == max_tokens
 
 
+def test_fractional_second_retry_after_and_reset_round_up(host, ratelimit_wasm):
+    """A 1500 ms fill interval: the wait is 1.5 s, so both headers say 2 (rounded up, as Envoy's
+    x-ratelimit-reset does); a client that waits only the rounded-down 1 s finds no token."""
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval_ms": 1500},
+                                    "response_headers": True})
+    s = hit(p)
+    s.send_response_headers({":status": "200"}, end_of_stream=True)
+    assert s.downstream_response.headers.get("x-ratelimit-reset") == "2"   # the last token taken: 1.5 s to the next
+    waits = []
+    for step in (0, 1.0, 0.499, 0.001):                 # waits left: 1.5 s, 0.5 s, 1 ms, none
+        host.clock.advance(seconds=step)
+        s = hit(p)
+        h = s.downstream_response.headers if s.local_reply else {}
+        waits.append((allowed(s), h.get("retry-after"), h.get("x-ratelimit-reset")))
+    assert waits == [(False, "2", "2"), (False, "1", "1"), (False, "1", "1"), (True, None, None)]
+
+
+def test_fractional_seconds_with_several_tokens_per_fill(host, ratelimit_wasm):
+    """2 tokens per 2.5 s is one token per 1.25 s: the wait after a drain rounds up to 2, and
+    the half-token carried past a refill shortens the next wait to 0.625 s (1)."""
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "tokens_per_fill": 2, "fill_interval": "2500ms"}})
+    assert count(p, 3) == 2
+    h = hit(p).downstream_response.headers
+    assert (h.get("retry-after"), h.get("x-ratelimit-reset")) == ("2", "2")
+    host.clock.advance(seconds=1.875)                   # 1.5 tokens: one taken, half a token left
+    assert count(p, 2) == 1
+    h = hit(p).downstream_response.headers
+    assert (h.get("retry-after"), h.get("x-ratelimit-reset")) == ("1", "1")
+
+
+def test_status_body_and_headers_of_the_limited_response(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {
+        "bucket": {"max_tokens": 1, "fill_interval": "1m"}, "status": 503, "body": "slow down",
+        "limited_response_headers": [{"name": "X-Local-Rate-Limit", "value": "true"},
+                                     {"name": "x-a", "value": "1"}]})
+    assert allowed(hit(p))
+    s = hit(p)
+    assert (s.local_reply.status_code, s.local_reply.body, s.local_reply.details) == (503, b"slow down", "local_rate_limited")
+    h = s.downstream_response.headers
+    assert h.get(":status") == "503"
+    assert h.get("x-local-rate-limit") == "true"
+    assert h.get("x-a") == "1"
+    assert h.get("retry-after") == "60"
+    assert h.get("x-ratelimit-limit") == "1"
+
+
+def test_retry_after_can_be_left_out(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 1, "fill_interval": "1m"}, "retry_after": False})
+    count(p, 1)
+    h = hit(p).downstream_response.headers
+    assert h.get(":status") == "429"
+    assert "retry-after" not in h
+    assert h.get("x-ratelimit-reset") == "60"
+
+
+def test_per_connection_buckets(host, ratelimit_wasm):
+    """per_connection: each downstream connection has its own bucket (native's
+    local_rate_limit_per_downstream_connection), whichever worker it is on."""
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "fill_interval": "1m"}, "per_connection": True},
+             workers=2)
+
+    def on(conn, worker=0):
+        s = p.http_stream(worker=worker, properties={"connection.id": conn})
+        s.send_request_headers({":method": "GET", ":path": "/", ":authority": "a"}, end_of_stream=True)
+        return allowed(s)
+
+    assert [on(7) for _ in range(3)] == [True, True, False]
+    assert [on(8, worker=1) for _ in range(3)] == [True, True, False]
+    assert record(host, conn=7) is not None and record(host, conn=8) is not None
+    assert record(host) is None                          # no process-wide bucket
+
+
+def test_without_per_connection_every_connection_shares_the_bucket(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "fill_interval": "1m"}})
+    results = []
+    for conn in (7, 8, 9):
+        s = p.http_stream(properties={"connection.id": conn})
+        s.send_request_headers({":method": "GET", ":path": "/", ":authority": "a"}, end_of_stream=True)
+        results.append(allowed(s))
+    assert results == [True, True, False]
+
+
+LIMITS = {
+    "bucket": {"max_tokens": 10, "tokens_per_fill": 10, "fill_interval": "1m"},
+    "descriptors": [{"source": "header", "name": "x-user", "key": "user"}],
+    "limits": [
+        {"entries": [{"key": "user"}], "bucket": {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "1m"}},
+        {"entries": [{"key": "user", "value": "alice"}], "bucket": {"max_tokens": 1, "tokens_per_fill": 1,
+                                                                     "fill_interval": "1m"}},
+    ],
+    "response_headers": True,
+}
+
+
+def limit_headers(s) -> tuple:
+    if s.downstream_response.headers is None or s.downstream_response.headers.get(":status") is None:
+        s.send_response_headers({":status": "200"}, end_of_stream=True)
+    h = s.downstream_response.headers
+    return h.get(":status"), h.get("x-ratelimit-limit"), h.get("x-ratelimit-remaining")
+
+
+def test_limits_exact_value_wildcard_and_default_bucket(host, ratelimit_wasm):
+    """An exact entry wins over a wildcard listed before it; a wildcard gives each value its own
+    bucket; a request without the value uses the default bucket; the headers describe the
+    limit's bucket; with always_consume_default_bucket (default) the default bucket pays too."""
+    p = load(host, ratelimit_wasm, LIMITS)
+    user = lambda u: limit_headers(hit(p, headers={"x-user": u} if u else {}))  # noqa: E731
+    assert [user("alice"), user("alice")] == [("200", "1", "0"), ("429", "1", "0")]
+    assert [user("bob"), user("bob"), user("bob")] == [("200", "2", "1"), ("200", "2", "0"), ("429", "2", "0")]
+    assert user("carol") == ("200", "2", "1")
+    # default bucket: 10, minus alice 1, bob 2, carol 1 (the denials took nothing from it)
+    assert user(None) == ("200", "10", "5")
+    assert record(host, "bob", tag="limit0") is not None
+    assert record(host, tag="limit1") is not None
+
+
+def test_limits_without_always_consuming_the_default_bucket(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, LIMITS | {"always_consume_default_bucket": False})
+    for u in ("alice", "bob", "bob", "carol"):
+        limit_headers(hit(p, headers={"x-user": u}))
+    assert limit_headers(hit(p)) == ("200", "10", "9")
+
+
+def test_a_default_bucket_denial_keeps_the_limit_token_taken(host, ratelimit_wasm):
+    """Like native local_ratelimit: buckets are taken in order (the limit's, then the default),
+    and a denial by the default bucket does not give the limit's token back."""
+    p = load(host, ratelimit_wasm, LIMITS | {"bucket": {"max_tokens": 1, "fill_interval": "1m"}})
+    assert limit_headers(hit(p)) == ("200", "1", "0")             # drains the default bucket
+    assert limit_headers(hit(p, headers={"x-user": "dave"})) == ("429", "1", "0")   # the default's headers
+    credit, _, _ = record(host, "dave", tag="limit0")
+    assert credit == 1 * 60 * 10**9                                # dave's bucket: 2 tokens, one taken
+    assert host.metrics["ratelimit.limited"] == 1
+
+
+def test_route_limits_and_several_descriptors(host, ratelimit_wasm):
+    p = load(host, ratelimit_wasm, {"routes": [{
+        "name": "api", "prefix": "/api",
+        "descriptors": [{"source": "header", "name": "x-tenant"}, {"source": "path"}],
+        "limits": [{"entries": [{"key": "x-tenant", "value": "t1"}, {"key": "path", "value": "/api/slow"}],
+                    "bucket": {"max_tokens": 1, "fill_interval": "1m"}}]}]})
+    t1 = {"x-tenant": "t1"}
+    assert count(p, 3, path="/api/slow", headers=t1) == 1
+    assert count(p, 3, path="/api/fast", headers=t1) == 3          # no limit matches, no default bucket
+    assert count(p, 3, path="/api/slow", headers={"x-tenant": "t2"}) == 3
+    assert count(p, 3, path="/other") == 3
+
+
+class _CountingSharedData(SharedData):
+    """The host's real shared data, remembering every key written and the largest value."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys: set[bytes] = set()
+        self.largest = 0
+
+    def set(self, key, value, cas=0, vm_id=""):
+        ok = super().set(key, value, cas, vm_id)
+        if ok:
+            self.keys.add(bytes(key))
+            self.largest = max(self.largest, len(value))
+        return ok
+
+
+def test_100k_distinct_keys_keep_shared_data_bounded(host, ratelimit_wasm):
+    """The ABI has no delete: 100,000 clients must not mean 100,000 keys. With max_buckets 256
+    the filter writes at most 64 entries of at most 4 records (192 bytes)."""
+    host.shared_data = counting = _CountingSharedData()
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "fill_interval": "1h"}, "max_buckets": 256,
+                                    "descriptors": [{"source": "header", "name": "x-client"}]})
+    for i in range(100_000):
+        s = hit(p, headers={"x-client": f"client-{i}"})
+        assert allowed(s), i
+        s.complete()
+    assert 0 < len(counting.keys) <= 64
+    assert all(k.startswith(b"ratelimit:default:64:") for k in counting.keys)
+    assert counting.largest == 4 * RECORD
+    # every bucket was still active (1 of 2 tokens left): all but the first 256 evicted one
+    assert host.metrics["ratelimit.evicted"] >= 100_000 - 256
+
+
+def test_a_full_bucket_makes_room_without_loss_an_active_one_is_evicted_and_counted(host, ratelimit_wasm):
+    """max_buckets 4: one set of 4 records. A bucket that refilled to full is the same as a new
+    one, so reusing its record loses nothing (evicted stays 0); when all 4 are active, the one
+    that will be full soonest gives way and its client starts again from a full bucket."""
+    p = load(host, ratelimit_wasm, {"bucket": {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "1s"},
+                                    "max_buckets": 4, "descriptors": [{"source": "header", "name": "x-client"}]})
+    c = lambda name, n: count(p, n, headers={"x-client": name})  # noqa: E731
+    assert [c("a", 3), c("b", 3), c("c", 3), c("d", 2)] == [2, 2, 2, 2]
+    host.clock.advance(seconds=2)                           # all four full again
+    assert c("e", 1) == 1 and host.metrics["ratelimit.evicted"] == 0
+    assert c("e", 2) == 1                                   # e's bucket is exact: 2 in total
+    host.clock.advance(seconds=0.5)
+    assert [c("a", 1), c("b", 1), c("c", 1)] == [1, 1, 1]   # a, b, c drained again (they had refilled)
+    assert host.metrics["ratelimit.evicted"] == 0
+    host.clock.advance(seconds=0.1)
+    assert c("f", 1) == 1                                   # 5 active buckets for 4 records
+    assert host.metrics["ratelimit.evicted"] == 1
+
+
 @pytest.mark.parametrize("config,message", [
     ({"bucket": {"max_tokens": "5", "fill_interval_ms": 1000}}, "ratelimit: bucket.max_tokens: expected integer"),
     ({"bucket": {"max_tokens": 0, "fill_interval_ms": 1000}}, "ratelimit: bucket.max_tokens: must be between 1 and 1000000000"),
@@ -259,6 +458,27 @@ def test_creating_a_bucket_races_safely(host, ratelimit_wasm, max_tokens):
     ({"descriptors": [{"source": "cookie"}]}, 'ratelimit: descriptors[0].source: expected "client_ip", "header" or "path"'),
     ({"descriptors": [{"source": "header"}]}, "ratelimit: descriptors[0].name: required field is missing"),
     ({"on_missing": "deny"}, 'ratelimit: on_missing: expected "allow" or "shared"'),
+    ({"status": 200}, "ratelimit: status: must be between 400 and 599"),
+    ({"retry_after": "no"}, "ratelimit: retry_after: expected boolean"),
+    ({"per_connection": 1}, "ratelimit: per_connection: expected boolean"),
+    ({"max_buckets": 2}, "ratelimit: max_buckets: must be between 4 and 16777216"),
+    ({"limited_response_headers": [{"name": ":status", "value": "1"}]},
+     "ratelimit: limited_response_headers[0].name: not a header name"),
+    ({"limited_response_headers": [{"name": "x-a", "value": "a\r\nb: c"}]},
+     "ratelimit: limited_response_headers[0].value: must not contain CR, LF or NUL"),
+    ({"limited_response_headers": [{"name": "x-a"}]}, "ratelimit: limited_response_headers[0].value: required field is missing"),
+    ({"limited_response_headers": [{"name": "x-a", "value": "1"}, {"name": "X-A", "value": "2"}]},
+     "ratelimit: limited_response_headers[1].name: x-a is given twice"),
+    ({"limits": [{"entries": [], "bucket": BUCKET}]}, 'ratelimit: limits: needs "descriptors" to match against'),
+    ({"descriptors": [{"source": "path"}], "limits": [{"entries": [{"key": "user"}], "bucket": BUCKET}]},
+     'ratelimit: limits[0].entries[0].key: expected "path"'),
+    ({"descriptors": [{"source": "path"}], "limits": [{"entries": [], "bucket": BUCKET}]},
+     "ratelimit: limits[0].entries: expected 1 entries, one per descriptor"),
+    ({"descriptors": [{"source": "path"}], "limits": [{"entries": [{"key": "path"}]}]},
+     "ratelimit: limits[0].bucket: required field is missing"),
+    ({"descriptors": [{"source": "path"}], "on_missing": "shared", "limits": [{"entries": [{"key": "path"}], "bucket": BUCKET}]},
+     'ratelimit: on_missing: not used with "limits"'),
+    ({"descriptors": [{"source": "header", "name": "x", "key": ""}]}, "ratelimit: descriptors[0].key: must not be empty"),
     ("[1]", "ratelimit: configuration: expected object"),
     ("{", "ratelimit: invalid JSON"),
 ])
