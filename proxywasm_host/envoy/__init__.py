@@ -6,6 +6,7 @@ Public API::
     from proxywasm_host.envoy import publish  # hot-swap a filter of any Envoy that mounts it from an ECDS file
 """
 
+from . import _requirements  # noqa: F401  # first, so that a missing extra fails in one line naming it
 from .config import ListenerSpec, StaticFilter, WasmFilter
 from .harness import DOCKER_IMAGE, EnvoyError, EnvoyHarness
 from .publish import PublishResult, publish

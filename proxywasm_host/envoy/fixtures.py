@@ -20,7 +20,7 @@ def docker_unavailable_reason() -> str | None:
     try:
         import docker  # type: ignore[import-untyped]
     except ImportError:
-        return "the docker Python SDK is not installed (pip install docker)"
+        return "the docker Python SDK is not installed: pip install 'proxywasm-host[docker]'"
     try:
         client = docker.from_env(timeout=3)
         client.ping()

