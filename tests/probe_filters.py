@@ -146,3 +146,24 @@ def status_scenarios() -> dict[str, Scenario]:
         "callout": Scenario([Filter(status_probe(callout=True), name="probe")], [Request("GET", "/a"), Request("GET", "/b")],
                             callouts={"auth": Response(200, {"x-c": "1"}, "cb")}),
     }
+
+
+GRPC = {"content-type": "application/grpc", "te": "trailers"}
+
+
+def answer_scenarios() -> dict[str, Scenario]:
+    """Local answers: the fail-closed 503 after a trap (plain and gRPC requests, the trapping one
+    and those after it), an empty-body reply whose filter gave a content-length, a reply to a gRPC
+    request; and a callout whose filter gave a wrong content-length for its body."""
+    callout_headers = [(b":method", b"POST"), (b":path", b"/cb"), (b":authority", b"auth"), (b"content-length", b"99")]
+    return {
+        "fail_closed": Scenario([Filter(trap_on_request_headers(), name="t")], [
+            Request("POST", "/x", body="hello"), Request("POST", "/svc/M", GRPC, body="\0\0\0\0\0"), Request("GET", "/y")]),
+        "empty_reply_with_content_length": Scenario(
+            [Filter(local_reply(418, [(b"content-length", b"5"), (b"x-a", b"1")]), name="l")],
+            [Request("POST", "/x", body=["ab", "cd"]), Request("GET", "/y")]),
+        "grpc_reply": Scenario([Filter(local_reply(403, [(b"x-a", b"1")], "denied"), name="l")],
+                               [Request("POST", "/svc/M", GRPC, body="\0\0\0\0\0")]),
+        "callout_body": Scenario([Filter(callout_with_body(callout_headers, b"hello"), name="c")], [Request("GET", "/y")],
+                                 callouts={"auth": Response()}),
+    }
