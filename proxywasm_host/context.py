@@ -115,7 +115,7 @@ class Context:
         return None
 
     def log(self, level: LogLevel, message: str) -> None:
-        emit(self.vm.logs, level, message, self.id, self.plugin, self.log_prefix)
+        emit(self.vm.logs, level, message, self.id, self.plugin, self.log_prefix, self.vm.thread)
 
     @property
     def log_prefix(self) -> str:

@@ -46,6 +46,11 @@ class VirtualClock:
             self._host._fire_tick(root)
         self._move_to(target)
 
+    def next_tick_ns(self) -> int | None:
+        """When the next on_tick is due (clock time in ns), if any root context has a tick period."""
+        due = self._host._next_tick(2**63)
+        return due[0] if due is not None else None
+
     def _move_to(self, when: int) -> None:
         if when > self.now_ns:
             self.monotonic_ns += when - self.now_ns

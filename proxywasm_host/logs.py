@@ -23,6 +23,7 @@ class LogRecord:
     source: Any = field(default=None, repr=False, compare=False)  # the Plugin object (VMs may be shared)
     prefix: str = field(default="", repr=False, compare=False)  # Envoy's: "wasm log<prefix>: <message>"
     seq: int = field(default_factory=lambda: next(_SEQUENCE), repr=False, compare=False)  # process-wide order
+    thread: str = field(default="worker 0", repr=False, compare=False)  # Envoy's thread: "main" or "worker N"
 
     def __str__(self) -> str:
         return f"[{self.level}] {self.message}"
@@ -55,10 +56,11 @@ def clip(data: bytes | bytearray, total: int | None = None) -> str:
     return text if total <= LINE_LIMIT else f"{text}... [{total - LINE_LIMIT} more bytes cut by proxywasm-host]"
 
 
-def emit(records: "deque[LogRecord]", level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str) -> None:
+def emit(records: "deque[LogRecord]", level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str,
+         thread: str) -> None:
     """Record a line as Envoy's `wasm` logger would print it, and forward it to
     Python logging so pytest shows it with a failing test."""
-    records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin, prefix))
+    records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin, prefix, thread=thread))
     _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log%s: %s", prefix, message)
 
 

@@ -313,10 +313,12 @@ def summarize_trace(lines: list[str]) -> tuple[list[str], list[str]]:
 _STREAM_CREATED = re.compile(r"^\[host->vm\] proxy_on_context_create\(\d+, [1-9]\d*\)$")
 
 
-def _log_group(prefix: str) -> str:
-    """Log lines are compared per Envoy log prefix: stream contexts print the plugin's name,
-    root_id and vm_id; root contexts root_id and vm_id (plugins may share one)."""
-    return f"'wasm log{prefix}:'"
+def _log_group(prefix: str, thread: str) -> str:
+    """Log lines are compared per Envoy log prefix (stream contexts print the plugin's name,
+    root_id and vm_id; root contexts root_id and vm_id; plugins may share one) and per thread:
+    the main thread's VMs and the workers' tick on their own timers, so their lines interleave
+    as real time has it."""
+    return f"'wasm log{prefix}:'" + (" on the main thread" if thread == "main" else "")
 
 
 def _mask(value: str) -> str:
@@ -426,7 +428,8 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
             balance.closed(req.connection)
         side.exchanges.append(exchange)
     for record in sorted((r for p in plugins for r in p.logs), key=lambda r: r.seq):  # in time order, as Envoy prints
-        side.logs.setdefault(_log_group(record.prefix), []).append((record.level, _mask(record.message)))
+        group = _log_group(record.prefix, "main" if record.thread == "main" else "worker")
+        side.logs.setdefault(group, []).append((record.level, _mask(record.message)))
         side.log_text += f"[{record.level}] wasm log{record.prefix}: {record.message}\n"
     side.metrics = {k: v for k, v in host.metrics.snapshot().items() if isinstance(v, int)}
     if scenario.workers == 1:  # with more, Envoy's threads interleave their traces
@@ -487,6 +490,7 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
                 s.send_request_body(b"", end_of_stream=True)
         # the client sent the whole request at once: callout answers come after it, as over the network
         _answer_callouts(host, sc, callouts)
+        _wait_for_ticks(host, sc, callouts, lambda: s.local_reply is not None or s.upstream_request.complete)
         if s.local_reply is not None or not s.upstream_request.complete:
             break
         up = s.upstream_request
@@ -522,6 +526,23 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
     status = int(client) if client else 0
     return Exchange(status, _headers(_framed(response, body), _CLIENT_MASK), body, _upstream_view(upstream),
                     sorted(callouts, key=lambda c: c[0]))
+
+
+#: How long the client waits for an answer (Envoy's side: its socket timeout)
+CLIENT_TIMEOUT_S = 10.0
+
+
+def _wait_for_ticks(host: Host, sc: Scenario, callouts: list[Any], answered: Any) -> None:
+    """A request the filters hold (e.g. until a tick) waits as the client would: time passes,
+    tick by tick, until it moves on or the client gives up."""
+    waited = 0
+    while not answered() and (due := host.clock.next_tick_ns()) is not None:
+        step = due - host.clock.now_ns
+        if waited + step > CLIENT_TIMEOUT_S * 1e9:
+            return
+        host.clock.advance(ns=step)
+        waited += step
+        _answer_callouts(host, sc, callouts)
 
 
 def _host_flow(host: Host, plugin: Plugin, connection: Connection, sc: Scenario, traps: list[str]) -> Flow:
@@ -661,16 +682,16 @@ def run_envoy(scenario: Scenario) -> Side:
             if req.after_ms:
                 time.sleep(req.after_ms / 1000)
             if req.connection not in conns:
-                conns[req.connection] = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
+                conns[req.connection] = http.client.HTTPConnection("127.0.0.1", env.port, timeout=CLIENT_TIMEOUT_S)
             side.exchanges.append(_envoy_exchange(conns[req.connection], req, servers))
             if conns[req.connection].sock is None:  # Envoy closed it: the next request opens a new one
                 del conns[req.connection]
         for conn in conns.values():
             conn.close()
         _settle(env)
-        for level, prefix, message in env.filter_logs():
+        for level, prefix, message, thread in env.filter_logs():
             if _LEVELS.index(level) >= _LEVELS.index(scenario.log_level):
-                side.logs.setdefault(_log_group(prefix), []).append((level, _mask(message)))
+                side.logs.setdefault(_log_group(prefix, thread), []).append((level, _mask(message)))
                 side.log_text += f"[{level}] wasm log{prefix}: {message}\n"
         side.metrics = {k.removeprefix("wasmcustom."): int(v) for k, v in env.stats().items() if v.isdigit()}
         log = env.log()
@@ -806,9 +827,12 @@ def _envoy_exchange(conn: http.client.HTTPConnection, req: Request, servers: dic
         conn.send(b"0\r\n" + trailer_lines.encode() + b"\r\n")
     else:
         conn.endheaders(chunks[0] if chunks else None)
-    resp = conn.getresponse()
-    body = resp.read()
-    if resp.getheader("connection", "").lower() == "close":
+    try:
+        resp = conn.getresponse()
+        status, pairs, body = resp.status, resp.getheaders(), resp.read()
+    except TimeoutError:  # held past the client's patience: no answer (status 0), and it hangs up
+        resp, status, pairs, body = None, 0, [], b""
+    if resp is None or resp.getheader("connection", "").lower() == "close":
         conn.close()
     _late_upstream(servers["upstream"], before["upstream"])
     received = {name: s.received[before[name]:] for name, s in servers.items()}
@@ -816,8 +840,7 @@ def _envoy_exchange(conn: http.client.HTTPConnection, req: Request, servers: dic
     upstream = (_headers(up[0].headers, _UPSTREAM_MASK), up[0].body) if up else None
     callouts = [(name, r.method, r.path, _headers(r.headers, _CALLOUT_MASK), r.body)
                 for name, reqs in sorted(received.items()) for r in reqs]
-    client = _headers(resp.getheaders(), _CLIENT_MASK)
-    return Exchange(resp.status, client, body, upstream, callouts)
+    return Exchange(status, _headers(pairs, _CLIENT_MASK), body, upstream, callouts)
 
 
 def _late_upstream(server: Any, before: int, wait: float = 0.05) -> None:

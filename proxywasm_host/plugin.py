@@ -161,6 +161,7 @@ class Plugin:
         vm.state = VmState(vm, self.host.dispatcher)
         vm.host = self.host  # type: ignore[attr-defined]
         vm.plugin = self  # type: ignore[attr-defined]
+        vm.thread = "main" if index < 0 else f"worker {index}"  # base, canary and main-thread VMs: Envoy's main thread
         vm_ctx = _VmContext(vm, self, 0)
         vm.state.contexts[0] = vm_ctx
         self._run_start_functions(vm, vm_ctx)

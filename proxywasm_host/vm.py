@@ -110,6 +110,9 @@ class Vm:
     context), `vm.state` (Proxy-Wasm lifecycle state set by the owner).
     """
 
+    #: the Envoy thread it runs on, "main" or "worker N" (set by the plugin that starts it)
+    thread = "worker 0"
+
     def __init__(
         self,
         module: ProxyWasmModule,

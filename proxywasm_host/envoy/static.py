@@ -30,7 +30,7 @@ TYPED_EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig
 _ECDS_REFUSED = ("update_rejected", "update_failure", "config_fail")
 #: "wasm log<prefix>: <message>" at a level, as Envoy prints a filter's log line (the prefix is
 #: " <name> <root_id> <vm_id>" for streams, " <vm_id>" for root contexts, empty parts left out)
-_WASM_LOG = re.compile(r"^\[[^\]]*\]\[\d+\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log([^:]*): (.*)$")
+_WASM_LOG = re.compile(r"^\[[^\]]*\]\[(\d+)\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log([^:]*): (.*)$")
 _LEVEL_NAMES = {"warning": "warn"}
 #: a wasm:trace line: "[<time>][<thread>][trace][wasm] [...wasm_vm.cc:N] [host->vm] proxy_on_…(…)"
 _TRACE = re.compile(r"^\[[^\]]*\]\[(\d+)\]\[trace\]\[wasm\] \[[^\]]*wasm_vm\.cc:\d+\] (\[(?:host|vm)(?:->|<-)(?:host|vm)\] .*)$")
@@ -197,19 +197,22 @@ class StaticEnvoy:
             time.sleep(0.005)
         raise TimeoutError(f"Envoy did not take or refuse the new config of {name} within {timeout:g} s")
 
-    def filter_logs(self) -> list[tuple[str, str, str]]:
-        """(level, prefix, message) of every filter log line, in order; a message that
-        spans lines (an embedded newline) is joined back."""
-        out: list[tuple[str, str, str]] = []
+    def filter_logs(self) -> list[tuple[str, str, str, str]]:
+        """(level, prefix, message, thread) of every filter log line, in order; thread is "main"
+        (Envoy's main thread: base and canary VMs, the main thread's VM) or "worker". A message
+        that spans lines (an embedded newline) is joined back."""
+        out: list[tuple[str, str, str, str]] = []
         continuing = False
+        main = str(self.proc.pid) if self.proc is not None else ""
         for line in self.log().splitlines():
             m = _WASM_LOG.match(line)
             if m:
-                out.append((_LEVEL_NAMES.get(m.group(1), m.group(1)), m.group(2), m.group(3)))
+                thread = "main" if m.group(1) == main else "worker"
+                out.append((_LEVEL_NAMES.get(m.group(2), m.group(2)), m.group(3), m.group(4), thread))
                 continuing = True
             elif continuing and out and not line.startswith("[20"):
-                level, name, message = out[-1]
-                out[-1] = (level, name, message + "\n" + line)
+                level, name, message, thread = out[-1]
+                out[-1] = (level, name, message + "\n" + line, thread)
             else:
                 continuing = False
         return out
