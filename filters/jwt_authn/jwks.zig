@@ -2,10 +2,13 @@
 //!
 //! Keys are parsed once (at configure time for inline JWKS, once per fetch for
 //! remote JWKS) into ready-to-use public keys, so a request only hashes and
-//! verifies.
+//! verifies. A key this filter cannot or must not use (unknown type or curve,
+//! RSA under 2048 bits, HMAC keys shorter than the hash) is skipped and reported,
+//! and only a set with no usable key at all is an error.
 const std = @import("std");
 const crypto = std.crypto;
-const rsa = crypto.Certificate.rsa;
+const rsa = @import("rsa.zig");
+const p521 = @import("p521.zig");
 const P256 = crypto.sign.ecdsa.EcdsaP256Sha256;
 const P384 = crypto.sign.ecdsa.EcdsaP384Sha384;
 const Ed25519 = crypto.sign.Ed25519;
@@ -25,6 +28,7 @@ pub const Alg = enum {
     PS512,
     ES256,
     ES384,
+    ES512,
     EdDSA,
 
     /// Only these names are accepted; "none" and anything else is unsupported.
@@ -38,20 +42,29 @@ pub const Alg = enum {
             .RS256, .RS384, .RS512, .PS256, .PS384, .PS512 => .rsa,
             .ES256 => .ec256,
             .ES384 => .ec384,
+            .ES512 => .ec521,
             .EdDSA => .ed25519,
+        };
+    }
+
+    /// RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
+    pub fn minHmacKeyLen(a: Alg) usize {
+        return switch (a) {
+            .HS384 => 48,
+            .HS512 => 64,
+            else => 32,
         };
     }
 };
 
-pub const KeyType = enum { oct, rsa, ec256, ec384, ed25519 };
-
-pub const RsaKey = struct { pk: rsa.PublicKey, modulus_len: usize };
+pub const KeyType = enum { oct, rsa, ec256, ec384, ec521, ed25519 };
 
 pub const Material = union(KeyType) {
     oct: []const u8,
-    rsa: RsaKey,
+    rsa: *const rsa.PublicKey, // large (the modulus type holds up to 16384 bits): kept behind a pointer
     ec256: P256.PublicKey,
     ec384: P384.PublicKey,
+    ec521: p521.PublicKey,
     ed25519: Ed25519.PublicKey,
 };
 
@@ -78,11 +91,14 @@ pub fn decodeB64(a: std.mem.Allocator, s: []const u8) ?[]u8 {
     return out;
 }
 
-/// Parses a JWKS object `{"keys":[...]}`. With `strict`, a key that is
-/// malformed or of an unsupported type is an error (inline configuration);
-/// otherwise such keys are skipped (remote sets may contain keys for other
-/// consumers) and only an empty result is an error.
-pub fn parseKeySet(a: std.mem.Allocator, v: std.json.Value, strict: bool, err: *JwksError) ParseError!KeySet {
+/// A key left out of the set, with where and why (logged by the caller).
+pub const Skipped = struct { index: usize, kid: ?[]const u8, path: []const u8, message: []const u8 };
+
+/// Parses a JWKS object `{"keys":[...]}`. Keys that are malformed or that this
+/// filter cannot use are left out and listed in `skipped`; only a set that
+/// ends up empty is an error (Envoy's native filter also loads the usable keys
+/// of a set and skips the rest).
+pub fn parseKeySet(a: std.mem.Allocator, v: std.json.Value, skipped: *std.ArrayList(Skipped), err: *JwksError) ParseError!KeySet {
     const obj = switch (v) {
         .object => |o| o,
         else => return fail(err, "", "expected a JWKS object {\"keys\": [...]}"),
@@ -99,11 +115,14 @@ pub fn parseKeySet(a: std.mem.Allocator, v: std.json.Value, strict: bool, err: *
             if (k) |key| try keys.append(a, key);
         } else |e| {
             if (e == error.OutOfMemory) return e;
-            if (strict) {
-                err.path = std.fmt.allocPrint(a, "keys[{d}]{s}{s}", .{ i, if (kerr.path.len > 0) "." else "", kerr.path }) catch "keys";
-                err.message = kerr.message;
-                return error.InvalidJwks;
-            }
+            const kid: ?[]const u8 = switch (kv) {
+                .object => |o| if (o.get("kid")) |kid_v| switch (kid_v) {
+                    .string => |s| s,
+                    else => null,
+                } else null,
+                else => null,
+            };
+            try skipped.append(a, .{ .index = i, .kid = kid, .path = kerr.path, .message = kerr.message });
         }
     }
     if (keys.items.len == 0) return fail(err, "keys", "no usable key");
@@ -114,6 +133,15 @@ fn fail(err: *JwksError, path: []const u8, msg: []const u8) ParseError {
     err.path = path;
     err.message = msg;
     return error.InvalidJwks;
+}
+
+fn failf(a: std.mem.Allocator, err: *JwksError, path: []const u8, comptime fmt: []const u8, args: anytype) ParseError {
+    return fail(err, path, try std.fmt.allocPrint(a, fmt, args));
+}
+
+fn rsaBits(n: []const u8) usize {
+    const t = std.mem.trimStart(u8, n, &.{0});
+    return if (t.len == 0) 0 else t.len * 8 - @clz(t[0]);
 }
 
 fn str(o: std.json.ObjectMap, key: []const u8, err: *JwksError) ParseError!?[]const u8 {
@@ -144,15 +172,20 @@ fn parseKey(a: std.mem.Allocator, v: std.json.Value, err: *JwksError) ParseError
     var material: Material = undefined;
     if (std.mem.eql(u8, kty, "oct")) {
         const k = try bytesField(a, o, "k", err);
-        if (k.len == 0) return fail(err, "k", "must not be empty");
+        const min = if (alg) |al| al.minHmacKeyLen() else 32;
+        if (k.len < min) return failf(a, err, "k", "HMAC key of {d} bytes is shorter than {d} (RFC 7518 section 3.2)", .{ k.len, min });
         material = .{ .oct = k };
     } else if (std.mem.eql(u8, kty, "RSA")) {
-        var n: []const u8 = try bytesField(a, o, "n", err);
+        const n = try bytesField(a, o, "n", err);
         const e = try bytesField(a, o, "e", err);
-        while (n.len > 0 and n[0] == 0) n = n[1..];
-        if (n.len != 256 and n.len != 384 and n.len != 512) return fail(err, "n", "unsupported RSA modulus size (2048, 3072 or 4096 bits)");
-        const pk = rsa.PublicKey.fromBytes(e, n) catch return fail(err, "e", "invalid RSA public key");
-        material = .{ .rsa = .{ .pk = pk, .modulus_len = n.len } };
+        const pk = try a.create(rsa.PublicKey);
+        pk.* = rsa.publicKey(n, e) catch |ke| return switch (ke) {
+            error.TooSmall => failf(a, err, "n", "RSA key of {d} bits is below 2048 (RFC 7518 section 3.3)", .{rsaBits(n)}),
+            error.TooLarge => failf(a, err, "n", "RSA key of {d} bits is above 16384", .{rsaBits(n)}),
+            error.BadModulus => fail(err, "n", "invalid RSA modulus"),
+            error.BadExponent => fail(err, "e", "invalid RSA exponent (odd, above 1, at most 32 bits)"),
+        };
+        material = .{ .rsa = pk };
     } else if (std.mem.eql(u8, kty, "EC")) {
         const crv = (try str(o, "crv", err)) orelse return fail(err, "crv", "required field is missing");
         const x = try bytesField(a, o, "x", err);
@@ -161,14 +194,18 @@ fn parseKey(a: std.mem.Allocator, v: std.json.Value, err: *JwksError) ParseError
             material = .{ .ec256 = try ecKey(P256, x, y, err) };
         } else if (std.mem.eql(u8, crv, "P-384")) {
             material = .{ .ec384 = try ecKey(P384, x, y, err) };
-        } else return fail(err, "crv", "unsupported curve (P-256 or P-384)");
+        } else if (std.mem.eql(u8, crv, "P-521")) {
+            if (x.len != p521.coord_len) return fail(err, "x", "wrong coordinate length for the curve");
+            if (y.len != p521.coord_len) return fail(err, "y", "wrong coordinate length for the curve");
+            material = .{ .ec521 = p521.publicKey(x, y) catch return fail(err, "x", "point is not on the curve") };
+        } else return failf(a, err, "crv", "unsupported curve {s} (P-256, P-384 or P-521)", .{crv});
     } else if (std.mem.eql(u8, kty, "OKP")) {
         const crv = (try str(o, "crv", err)) orelse return fail(err, "crv", "required field is missing");
-        if (!std.mem.eql(u8, crv, "Ed25519")) return fail(err, "crv", "unsupported curve (Ed25519)");
+        if (!std.mem.eql(u8, crv, "Ed25519")) return failf(a, err, "crv", "unsupported curve {s} (Ed25519)", .{crv});
         const x = try bytesField(a, o, "x", err);
         if (x.len != 32) return fail(err, "x", "expected 32 bytes");
         material = .{ .ed25519 = Ed25519.PublicKey.fromBytes(x[0..32].*) catch return fail(err, "x", "invalid Ed25519 public key") };
-    } else return fail(err, "kty", "unsupported key type (oct, RSA, EC or OKP)");
+    } else return failf(a, err, "kty", "unsupported key type {s} (oct, RSA, EC or OKP)", .{kty});
 
     if (alg) |al| if (al.keyType() != std.meta.activeTag(material)) return fail(err, "alg", "does not match the key type");
     return .{ .kid = kid, .alg = alg, .material = material };
@@ -200,6 +237,7 @@ pub fn verify(alg: Alg, key: *const Key, msg: []const u8, sig: []const u8) bool 
         .PS512 => verifyRsa(.pss, sha2.Sha512, key, msg, sig),
         .ES256 => verifyEc(P256, key.material.ec256, msg, sig),
         .ES384 => verifyEc(P384, key.material.ec384, msg, sig),
+        .ES512 => p521.verify(key.material.ec521, msg, sig),
         .EdDSA => blk: {
             if (sig.len != Ed25519.Signature.encoded_length) break :blk false;
             const s = Ed25519.Signature.fromBytes(sig[0..Ed25519.Signature.encoded_length].*);
@@ -217,19 +255,10 @@ fn verifyHmac(comptime H: type, key: *const Key, msg: []const u8, sig: []const u
 }
 
 fn verifyRsa(comptime scheme: enum { pkcs1, pss }, comptime H: type, key: *const Key, msg: []const u8, sig: []const u8) bool {
-    const k = key.material.rsa;
-    if (sig.len != k.modulus_len) return false;
-    inline for (.{ 256, 384, 512 }) |n| {
-        if (n == k.modulus_len) {
-            const s = sig[0..n];
-            switch (scheme) {
-                .pkcs1 => rsa.PKCS1v1_5Signature.verify(n, s, msg, k.pk, H) catch return false,
-                .pss => rsa.PSSSignature.verify(n, s, msg, k.pk, H) catch return false,
-            }
-            return true;
-        }
-    }
-    return false;
+    return switch (scheme) {
+        .pkcs1 => rsa.verifyPkcs1(H, key.material.rsa, msg, sig),
+        .pss => rsa.verifyPss(H, key.material.rsa, msg, sig),
+    };
 }
 
 fn verifyEc(comptime E: type, pk: E.PublicKey, msg: []const u8, sig: []const u8) bool {

@@ -19,10 +19,20 @@ comptime {
 const alloc = sdk.allocator;
 const log_prefix = "jwt_authn: ";
 const ns_per_s: i128 = std.time.ns_per_s;
+/// Larger than any token a real issuer mints; Envoy's own limit is the request header size (60 KiB by default).
+const default_max_token_bytes = 8192;
+/// Envoy's native filter truncates the path in its realm URI to this many bytes.
+const realm_path_max = 256;
 
 // ---------------------------------------------------------------- configuration
 
 const HeaderLocation = struct { name: []const u8, prefix: []const u8 };
+
+/// How a header location's `value_prefix` is matched.
+/// anchored: the value starts with the prefix (ASCII case-insensitive) and the rest, trimmed, is the token.
+/// envoy: Envoy's native extractor: the prefix (case-sensitive) anywhere in the value, the token is
+/// what follows it without leading spaces/tabs; an empty prefix takes the whole value.
+const PrefixMatch = enum { anchored, envoy };
 const ClaimHeader = struct { claim: []const u8, header: []const u8 };
 
 const Remote = struct {
@@ -51,7 +61,10 @@ const Provider = struct {
     generation: u32 = 1, // bumped when the key set changes: invalidates cached verifications
     from_headers: []const HeaderLocation,
     from_params: []const []const u8,
+    prefix_match: PrefixMatch,
     forward: bool,
+    payload_in_property: ?[]const u8,
+    header_in_property: ?[]const u8,
     forward_payload_header: ?[]const u8,
     claim_to_headers: []const ClaimHeader,
     clock_skew_s: i64,
@@ -71,7 +84,8 @@ const Config = struct {
     providers: []Provider,
     rules: []const Rule,
     realm: ?[]const u8,
-    max_token_bytes: usize,
+    realm_from_uri: bool,
+    max_token_bytes: usize, // 0: no limit
     cache: []CacheEntry,
     cache_len: usize = 0,
     cache_next: usize = 0,
@@ -103,14 +117,17 @@ pub fn onConfigure(root_id: u32, text: []const u8) bool {
 
 fn parseConfig(r: *cfg.Reader, text: []const u8) cfg.ConfigError!*Config {
     const root = try r.object(try r.parse(text), "");
-    try r.onlyKnown(root, "", &.{ "providers", "rules", "realm", "max_token_bytes", "token_cache_size", "stat_prefix" });
+    try r.onlyKnown(root, "", &.{ "providers", "rules", "realm", "realm_from_uri", "max_token_bytes", "token_cache_size", "stat_prefix" });
     const a = r.arena;
     const c = try a.create(Config);
     c.* = undefined;
     c.cache_len = 0;
     c.cache_next = 0;
     c.realm = try r.string(root, "", "realm");
-    c.max_token_bytes = @intCast((try r.integer(root, "", "max_token_bytes", 64, 1 << 20)) orelse 8192);
+    c.realm_from_uri = try r.boolean(root, "", "realm_from_uri", false);
+    if (c.realm != null and c.realm_from_uri) return r.fail("realm_from_uri", "cannot be combined with \"realm\"", .{});
+    c.max_token_bytes = @intCast((try r.integer(root, "", "max_token_bytes", 0, 1 << 20)) orelse default_max_token_bytes);
+    if (c.max_token_bytes > 0 and c.max_token_bytes < 64) return r.fail("max_token_bytes", "must be 0 (no limit) or at least 64", .{});
     c.cache = try a.alloc(CacheEntry, @intCast((try r.integer(root, "", "token_cache_size", 0, 10_000)) orelse 64));
 
     const pv = (try r.array(root, "", "providers")) orelse return r.fail("providers", "required field is missing", .{});
@@ -153,7 +170,7 @@ fn metric(r: *cfg.Reader, prefix: []const u8, name: []const u8) cfg.ConfigError!
 fn parseProvider(r: *cfg.Reader, v: cfg.Value, path: []const u8, index: u16) cfg.ConfigError!Provider {
     const a = r.arena;
     const o = try r.object(v, path);
-    try r.onlyKnown(o, path, &.{ "name", "issuer", "audiences", "local_jwks", "remote_jwks", "from_headers", "from_params", "forward", "forward_payload_header", "claim_to_headers", "clock_skew_seconds", "require_expiration" });
+    try r.onlyKnown(o, path, &.{ "name", "issuer", "audiences", "local_jwks", "remote_jwks", "from_headers", "from_params", "value_prefix_match", "forward", "forward_payload_header", "payload_in_property", "header_in_property", "claim_to_headers", "clock_skew_seconds", "require_expiration" });
     var p: Provider = .{
         .index = index,
         .name = try r.requiredString(o, path, "name"),
@@ -163,13 +180,18 @@ fn parseProvider(r: *cfg.Reader, v: cfg.Value, path: []const u8, index: u16) cfg
         .remote = null,
         .from_headers = &.{},
         .from_params = (try r.stringList(o, path, "from_params")) orelse &.{},
+        .prefix_match = .anchored,
         .forward = try r.boolean(o, path, "forward", false),
+        .payload_in_property = try propertyName(r, o, path, "payload_in_property"),
+        .header_in_property = try propertyName(r, o, path, "header_in_property"),
         .forward_payload_header = null,
         .claim_to_headers = &.{},
         .clock_skew_s = (try r.integer(o, path, "clock_skew_seconds", 0, 86400)) orelse 60,
         .require_expiration = try r.boolean(o, path, "require_expiration", false),
     };
     if (try r.string(o, path, "forward_payload_header")) |h| p.forward_payload_header = try lowerHeader(r, h, r.field(path, "forward_payload_header"));
+    if (try r.string(o, path, "value_prefix_match")) |m|
+        p.prefix_match = std.meta.stringToEnum(PrefixMatch, m) orelse return r.fail(r.field(path, "value_prefix_match"), "expected \"anchored\" or \"envoy\"", .{});
 
     const has_local = o.get("local_jwks") != null;
     const has_remote = o.get("remote_jwks") != null;
@@ -182,7 +204,10 @@ fn parseProvider(r: *cfg.Reader, v: cfg.Value, path: []const u8, index: u16) cfg
             else => lv,
         };
         var err: jwks.JwksError = .{};
-        p.local = jwks.parseKeySet(a, jv, true, &err) catch |e| {
+        var skipped: std.ArrayList(jwks.Skipped) = .empty;
+        const ks = jwks.parseKeySet(a, jv, &skipped, &err);
+        for (skipped.items) |sk| logSkipped(lpath, sk);
+        p.local = ks catch |e| {
             if (e == error.OutOfMemory) return error.OutOfMemory;
             return r.fail(if (err.path.len > 0) r.field(lpath, err.path) else lpath, "{s}", .{err.message});
         };
@@ -241,6 +266,20 @@ fn parseProvider(r: *cfg.Reader, v: cfg.Value, path: []const u8, index: u16) cfg
     return p;
 }
 
+/// One warning per JWKS key left out, naming it (`where` is the config path or the provider).
+fn logSkipped(where: []const u8, sk: jwks.Skipped) void {
+    var kid_buf: [160]u8 = undefined;
+    const kid = if (sk.kid) |k| std.fmt.bufPrint(&kid_buf, " (kid \"{s}\")", .{k[0..@min(k.len, 128)]}) catch "" else "";
+    sdk.logf(.warn, log_prefix ++ "{s}.keys[{d}]{s}{s}{s}: {s}; key skipped", .{ where, sk.index, if (sk.path.len > 0) "." else "", sk.path, kid, sk.message });
+}
+
+fn propertyName(r: *cfg.Reader, o: cfg.Object, path: []const u8, key: []const u8) cfg.ConfigError!?[]const u8 {
+    const name = (try r.string(o, path, key)) orelse return null;
+    if (name.len == 0 or name.len > 256 or std.mem.indexOfScalar(u8, name, 0) != null)
+        return r.fail(r.field(path, key), "must be 1 to 256 bytes without NUL", .{});
+    return name;
+}
+
 fn lowerHeader(r: *cfg.Reader, h: []const u8, path: []const u8) cfg.ConfigError![]const u8 {
     if (h.len == 0) return r.fail(path, "must not be empty", .{});
     for (h) |ch| if (ch <= ' ' or ch >= 0x7f or ch == ':') return r.fail(path, "not a valid header name", .{});
@@ -279,7 +318,13 @@ const Failure = enum {
     payload_json,
     sig_b64,
     issuer,
-    claim_type,
+    iss_type,
+    sub_type,
+    jti_type,
+    aud_type,
+    exp_type,
+    nbf_type,
+    iat_type,
     exp_required,
     expired,
     not_yet_valid,
@@ -302,7 +347,13 @@ const Failure = enum {
             .payload_json => "Jwt payload is an invalid JSON",
             .sig_b64 => "Jwt signature is an invalid Base64url encoded",
             .issuer => "Jwt issuer is not configured",
-            .claim_type => "Jwt payload has a claim of the wrong type (exp, nbf, iss or aud)",
+            .iss_type => "Jwt payload [iss] field is not a string",
+            .sub_type => "Jwt payload [sub] field is not a string",
+            .jti_type => "Jwt payload [jti] field is not a string",
+            .aud_type => "Jwt payload [aud] field is not a string or string list",
+            .exp_type => "Jwt payload [exp] field is not a number",
+            .nbf_type => "Jwt payload [nbf] field is not a number",
+            .iat_type => "Jwt payload [iat] field is not a number",
             .exp_required => "Jwt has no expiration",
             .expired => "Jwt is expired",
             .not_yet_valid => "Jwt not yet valid",
@@ -324,11 +375,23 @@ const Verified = struct {
     provider: *Provider,
     payload: std.json.ObjectMap,
     payload_b64: []const u8,
-    source: TokenSource,
+    payload_json: []const u8,
+    header_json: []const u8,
 };
 
+/// One token's verdict.
+const Check = union(enum) {
+    ok: Verified,
+    fail: Failure,
+    pending: *Provider,
+};
+
+/// Every token a provider found was verified: the first one's claims are
+/// forwarded, and every location they came from is cleaned (forward: false).
+const Accepted = struct { first: Verified, sources: []const TokenSource };
+
 const Outcome = union(enum) {
-    ok: ?Verified, // null: no token and the rule allows that
+    ok: ?Accepted, // null: no token and the rule allows that
     fail: Failure,
     pending: *Provider,
 };
@@ -385,58 +448,126 @@ fn process(ctx: u32, c: *Config, may_wait: bool) Step {
     }
 }
 
+/// Every token in every location of a provider is verified and any invalid one
+/// fails that provider (Envoy does the same for a header plus a query token; here
+/// repeated headers and repeated parameters count too). With several providers
+/// (requires any), the first provider whose tokens all verify wins.
 fn evaluate(a: std.mem.Allocator, c: *Config, rule: *const Rule, raw_path: []const u8, may_wait: bool) Outcome {
+    const pairs = requestHeaderPairs(a);
     var first_failure: ?Failure = null;
-    for (rule.requires) |p| {
-        const found = extract(a, p, raw_path) orelse continue;
-        const out = verifyToken(a, c, p, found.token, may_wait);
-        switch (out) {
-            .ok => |v| {
-                var ver = v.?;
-                ver.source = found.source;
-                return .{ .ok = ver };
+    providers: for (rule.requires) |p| {
+        const found = extract(a, p, raw_path, pairs);
+        if (found.len == 0) continue;
+        var first: ?Verified = null;
+        for (found) |f| switch (verifyToken(a, c, p, f.token, may_wait)) {
+            .ok => |v| if (first == null) {
+                first = v;
             },
-            .pending => return out,
-            .fail => |f| if (first_failure == null or first_failure.? == .issuer) {
-                first_failure = f; // prefer a provider-specific failure over "issuer not configured"
+            .pending => |pp| return .{ .pending = pp },
+            .fail => |fl| {
+                if (first_failure == null or first_failure.? == .issuer) first_failure = fl; // prefer a provider-specific failure over "issuer not configured"
+                continue :providers;
             },
-        }
+        };
+        const sources = a.alloc(TokenSource, found.len) catch return .{ .fail = .verify_fail };
+        for (found, sources) |f, *src| src.* = f.source;
+        return .{ .ok = .{ .first = first.?, .sources = sources } };
     }
     if (first_failure) |f| return .{ .fail = f };
     if (rule.allow_missing) return .{ .ok = null };
     return .{ .fail = .missing };
 }
 
+/// The request's header pairs, copied into the request arena (tokens point into it).
+fn requestHeaderPairs(a: std.mem.Allocator) []const u8 {
+    const raw = sdk.getHeaderPairs(.http_request_headers) orelse return &.{};
+    defer sdk.free(raw);
+    return a.dupe(u8, raw) catch &.{};
+}
+
 const Found = struct { token: []const u8, source: TokenSource };
 
-fn extract(a: std.mem.Allocator, p: *const Provider, raw_path: []const u8) ?Found {
+/// Every token of provider `p`: each value of each configured header (repeated
+/// headers included), then each occurrence of each configured query parameter.
+fn extract(a: std.mem.Allocator, p: *const Provider, raw_path: []const u8, pairs: []const u8) []const Found {
+    var out: std.ArrayList(Found) = .empty;
     for (p.from_headers) |loc| {
-        const v = header(a, loc.name) orelse continue;
-        if (v.len < loc.prefix.len or !std.ascii.eqlIgnoreCase(v[0..loc.prefix.len], loc.prefix)) continue;
-        const t = std.mem.trim(u8, v[loc.prefix.len..], " \t");
-        if (t.len == 0) continue;
-        return .{ .token = t, .source = .{ .header = loc.name } };
+        var it = sdk.PairsIterator.init(pairs);
+        while (it.next()) |kv| {
+            if (!std.ascii.eqlIgnoreCase(kv[0], loc.name)) continue;
+            const t = tokenAfterPrefix(p.prefix_match, kv[1], loc.prefix) orelse continue;
+            out.append(a, .{ .token = t, .source = .{ .header = loc.name } }) catch return out.items;
+        }
     }
     for (p.from_params) |name| {
-        if (queryParam(raw_path, name)) |t| if (t.len > 0) return .{ .token = t, .source = .{ .param = name } };
+        var it = QueryIterator.init(raw_path);
+        while (it.next()) |kv| {
+            if (!std.mem.eql(u8, percentDecode(a, kv.key), name)) continue;
+            const t = percentDecode(a, kv.value);
+            if (t.len > 0) out.append(a, .{ .token = t, .source = .{ .param = name } }) catch return out.items;
+        }
     }
-    return null;
+    return out.items;
 }
 
-fn queryParam(raw_path: []const u8, name: []const u8) ?[]const u8 {
-    const q = std.mem.indexOfScalar(u8, raw_path, '?') orelse return null;
-    var query = raw_path[q + 1 ..];
-    if (std.mem.indexOfScalar(u8, query, '#')) |h| query = query[0..h];
-    var it = std.mem.splitScalar(u8, query, '&');
-    while (it.next()) |kv| {
-        const eq = std.mem.indexOfScalar(u8, kv, '=') orelse continue;
-        if (std.mem.eql(u8, kv[0..eq], name)) return kv[eq + 1 ..];
-    }
-    return null;
+fn tokenAfterPrefix(mode: PrefixMatch, value: []const u8, prefix: []const u8) ?[]const u8 {
+    const t = switch (mode) {
+        .anchored => blk: {
+            if (value.len < prefix.len or !std.ascii.eqlIgnoreCase(value[0..prefix.len], prefix)) return null;
+            break :blk std.mem.trim(u8, value[prefix.len..], " \t");
+        },
+        .envoy => if (prefix.len == 0) value else blk: {
+            const at = std.mem.indexOf(u8, value, prefix) orelse return null;
+            break :blk std.mem.trimStart(u8, value[at + prefix.len ..], " \t");
+        },
+    };
+    return if (t.len == 0) null else t;
 }
 
-fn verifyToken(a: std.mem.Allocator, c: *Config, p: *Provider, token: []const u8, may_wait: bool) Outcome {
-    if (token.len > c.max_token_bytes) return .{ .fail = .too_large };
+const QueryIterator = struct {
+    parts: std.mem.SplitIterator(u8, .scalar),
+
+    const Pair = struct { key: []const u8, value: []const u8 };
+
+    fn init(raw_path: []const u8) QueryIterator {
+        var query: []const u8 = "";
+        if (std.mem.indexOfScalar(u8, raw_path, '?')) |q| query = raw_path[q + 1 ..];
+        if (std.mem.indexOfScalar(u8, query, '#')) |h| query = query[0..h];
+        return .{ .parts = std.mem.splitScalar(u8, query, '&') };
+    }
+
+    /// Parameters with a value ("k=v"); bare "k" and empty parts are passed over.
+    fn next(it: *QueryIterator) ?Pair {
+        while (it.parts.next()) |kv| {
+            const eq = std.mem.indexOfScalar(u8, kv, '=') orelse continue;
+            return .{ .key = kv[0..eq], .value = kv[eq + 1 ..] };
+        }
+        return null;
+    }
+};
+
+/// %XX sequences decoded (as Envoy decodes query parameters); malformed ones are kept as they are.
+fn percentDecode(a: std.mem.Allocator, s: []const u8) []const u8 {
+    if (std.mem.indexOfScalar(u8, s, '%') == null) return s;
+    const out = a.alloc(u8, s.len) catch return s;
+    var n: usize = 0;
+    var i: usize = 0;
+    while (i < s.len) : (n += 1) {
+        if (s[i] == '%' and i + 2 < s.len) {
+            if (std.fmt.parseInt(u8, s[i + 1 .. i + 3], 16)) |b| {
+                out[n] = b;
+                i += 3;
+                continue;
+            } else |_| {}
+        }
+        out[n] = s[i];
+        i += 1;
+    }
+    return out[0..n];
+}
+
+fn verifyToken(a: std.mem.Allocator, c: *Config, p: *Provider, token: []const u8, may_wait: bool) Check {
+    if (c.max_token_bytes > 0 and token.len > c.max_token_bytes) return .{ .fail = .too_large };
     // Exactly three non-empty base64url sections.
     const d1 = std.mem.indexOfScalar(u8, token, '.') orelse return .{ .fail = .bad_format };
     const d2 = std.mem.indexOfScalarPos(u8, token, d1 + 1, '.') orelse return .{ .fail = .bad_format };
@@ -462,13 +593,14 @@ fn verifyToken(a: std.mem.Allocator, c: *Config, p: *Provider, token: []const u8
     const pbytes = jwks.decodeB64(a, p64) orelse return .{ .fail = .payload_b64 };
     const payload = parseObject(a, pbytes) orelse return .{ .fail = .payload_json };
     const sig = jwks.decodeB64(a, s64) orelse return .{ .fail = .sig_b64 };
+    if (claimTypeFailure(payload)) |f| return .{ .fail = f };
 
     // Issuer.
     if (p.issuer) |want| {
         const iss = payload.get("iss") orelse return .{ .fail = .issuer };
         switch (iss) {
             .string => |s| if (!std.mem.eql(u8, s, want)) return .{ .fail = .issuer },
-            else => return .{ .fail = .claim_type },
+            else => unreachable, // claimTypeFailure
         }
     }
 
@@ -477,11 +609,11 @@ fn verifyToken(a: std.mem.Allocator, c: *Config, p: *Provider, token: []const u8
     const skew: i128 = @as(i128, p.clock_skew_s) * ns_per_s;
     var exp_ns: i128 = std.math.maxInt(i64) * ns_per_s;
     if (payload.get("exp")) |ev| {
-        exp_ns = numericDateNs(ev) orelse return .{ .fail = .claim_type };
+        exp_ns = numericDateNs(ev).?; // claimTypeFailure checked the type
         if (now >= exp_ns + skew) return .{ .fail = .expired };
     } else if (p.require_expiration) return .{ .fail = .exp_required };
     if (payload.get("nbf")) |nv| {
-        const nbf = numericDateNs(nv) orelse return .{ .fail = .claim_type };
+        const nbf = numericDateNs(nv).?;
         if (now < nbf - skew) return .{ .fail = .not_yet_valid };
     }
 
@@ -491,18 +623,15 @@ fn verifyToken(a: std.mem.Allocator, c: *Config, p: *Provider, token: []const u8
         const ok = switch (aud) {
             .string => |s| contains(want, s),
             .array => |arr| blk: {
-                for (arr.items) |item| switch (item) {
-                    .string => |s| if (contains(want, s)) break :blk true,
-                    else => {},
-                };
+                for (arr.items) |item| if (contains(want, item.string)) break :blk true;
                 break :blk false;
             },
-            else => false,
+            else => unreachable, // claimTypeFailure
         };
         if (!ok) return .{ .fail = .audience };
     }
 
-    const verified: Verified = .{ .provider = p, .payload = payload, .payload_b64 = p64, .source = undefined };
+    const verified: Verified = .{ .provider = p, .payload = payload, .payload_b64 = p64, .payload_json = pbytes, .header_json = hbytes };
 
     // Key set (may be pending for a remote provider).
     const keys: *const jwks.KeySet = if (p.local) |*k| k else blk: {
@@ -527,6 +656,7 @@ fn verifyToken(a: std.mem.Allocator, c: *Config, p: *Provider, token: []const u8
     for (keys.keys) |*key| {
         if (std.meta.activeTag(key.material) != alg.keyType()) continue;
         if (key.alg) |ka| if (ka != alg) continue;
+        if (key.material == .oct and key.material.oct.len < alg.minHmacKeyLen()) continue; // RFC 7518 section 3.2
         if (kid) |want| {
             const have = key.kid orelse continue;
             if (!std.mem.eql(u8, have, want)) continue;
@@ -545,13 +675,35 @@ fn contains(list: []const []const u8, s: []const u8) bool {
     return false;
 }
 
-/// NumericDate (seconds, integer or fractional) to nanoseconds.
-fn numericDateNs(v: std.json.Value) ?i128 {
-    return switch (v) {
-        .integer => |i| @as(i128, i) * ns_per_s,
-        .float => |f| if (std.math.isFinite(f) and @abs(f) < 1e15) @as(i128, @intFromFloat(@floor(f * 1e9))) else null,
-        else => null,
+/// RFC 7519 section 4: iss, sub and jti are strings; aud a string or an array of
+/// strings; exp, nbf and iat NumericDates (JSON numbers). Anything else rejects the token.
+fn claimTypeFailure(payload: std.json.ObjectMap) ?Failure {
+    inline for (.{ .{ "iss", Failure.iss_type }, .{ "sub", Failure.sub_type }, .{ "jti", Failure.jti_type } }) |cl| {
+        if (payload.get(cl[0])) |v| if (v != .string) return cl[1];
+    }
+    if (payload.get("aud")) |v| switch (v) {
+        .string => {},
+        .array => |arr| for (arr.items) |item| if (item != .string) return .aud_type,
+        else => return .aud_type,
     };
+    inline for (.{ .{ "exp", Failure.exp_type }, .{ "nbf", Failure.nbf_type }, .{ "iat", Failure.iat_type } }) |cl| {
+        if (payload.get(cl[0])) |v| if (numericDateNs(v) == null) return cl[1];
+    }
+    return null;
+}
+
+/// NumericDate (seconds, integer or fractional, any magnitude) to nanoseconds;
+/// null for anything that is not a JSON number. Far dates are clamped to ±1e15 s.
+fn numericDateNs(v: std.json.Value) ?i128 {
+    const limit = 1e15;
+    const f: f64 = switch (v) {
+        .integer => |i| return @as(i128, std.math.clamp(i, -1_000_000_000_000_000, 1_000_000_000_000_000)) * ns_per_s,
+        .float => |f| f,
+        .number_string => |s| std.fmt.parseFloat(f64, s) catch return null,
+        else => return null,
+    };
+    if (std.math.isNan(f)) return null;
+    return @as(i128, @intFromFloat(@floor(std.math.clamp(f, -limit, limit) * 1e9)));
 }
 
 fn parseObject(a: std.mem.Allocator, bytes: []const u8) ?std.json.ObjectMap {
@@ -577,19 +729,32 @@ fn cacheInsert(c: *Config, digest: *const [32]u8, p: *const Provider, exp_ns: i1
     c.cache_len = @min(c.cache_len + 1, c.cache.len);
 }
 
-/// Applies a successful verification to the request headers.
-fn forward(a: std.mem.Allocator, v: Verified, raw_path: []const u8) void {
+/// Applies a successful verification to the request: token locations removed
+/// (forward: false), payload and claim headers, payload and header properties.
+fn forward(a: std.mem.Allocator, acc: Accepted, raw_path: []const u8) void {
+    const v = acc.first;
     const p = v.provider;
-    if (!p.forward) switch (v.source) {
+    var path = raw_path;
+    if (!p.forward) for (acc.sources) |src| switch (src) {
         .header => |name| sdk.removeHeader(.http_request_headers, name) catch {},
-        .param => |name| if (removeParam(a, raw_path, name)) |np| sdk.replaceHeader(.http_request_headers, ":path", np) catch {},
+        .param => |name| if (removeParam(a, path, name)) |np| {
+            path = np;
+            sdk.replaceHeader(.http_request_headers, ":path", np) catch {};
+        },
     };
+    if (p.payload_in_property) |name| setProperty(name, v.payload_json);
+    if (p.header_in_property) |name| setProperty(name, v.header_json);
     if (p.forward_payload_header) |h| sdk.replaceHeader(.http_request_headers, h, v.payload_b64) catch {};
     for (p.claim_to_headers) |ch| {
         const val = claimValue(v.payload, ch.claim) orelse continue;
         const text = claimText(a, val) orelse continue;
         sdk.replaceHeader(.http_request_headers, ch.header, text) catch {};
     }
+}
+
+fn setProperty(name: []const u8, value: []const u8) void {
+    sdk.setProperty(&.{name}, value) catch |e|
+        sdk.logf(.warn, log_prefix ++ "could not set property {s}: {s}", .{ name, @errorName(e) });
 }
 
 fn stripOutputHeaders(p: *const Provider) void {
@@ -651,7 +816,7 @@ fn removeParam(a: std.mem.Allocator, raw_path: []const u8, name: []const u8) ?[]
     var it = std.mem.splitScalar(u8, rest, '&');
     while (it.next()) |kv| {
         const key = if (std.mem.indexOfScalar(u8, kv, '=')) |eq| kv[0..eq] else kv;
-        if (std.mem.eql(u8, key, name) or kv.len == 0) continue;
+        if (std.mem.eql(u8, percentDecode(a, key), name) or kv.len == 0) continue;
         out.append(a, if (first) '?' else '&') catch return null;
         out.appendSlice(a, kv) catch return null;
         first = false;
@@ -661,7 +826,7 @@ fn removeParam(a: std.mem.Allocator, raw_path: []const u8, name: []const u8) ?[]
 }
 
 fn reject(a: std.mem.Allocator, c: *const Config, f: Failure) void {
-    const realm_raw = c.realm orelse (header(a, ":authority") orelse "");
+    const realm_raw = c.realm orelse if (c.realm_from_uri) requestUri(a) else (header(a, ":authority") orelse "");
     // Keep the realm a valid quoted-string.
     const realm: []u8 = a.dupe(u8, realm_raw) catch &.{};
     for (realm) |*ch| if (ch.* == '"' or ch.* == '\\' or ch.* < ' ' or ch.* == 0x7f) {
@@ -674,6 +839,15 @@ fn reject(a: std.mem.Allocator, c: *const Config, f: Failure) void {
     const headers = [_]sdk.Header{ .{ "www-authenticate", challenge }, .{ "content-type", "text/plain" } };
     sdk.sendLocalResponse(f.status(), "jwt_authn_access_denied", f.reason(), &headers) catch
         sdk.log(.err, log_prefix ++ "send_local_response failed");
+}
+
+/// The request URI as Envoy's native filter puts it in its realm:
+/// <x-forwarded-proto>://<host><original path or path, cut to 256 bytes>.
+fn requestUri(a: std.mem.Allocator) []const u8 {
+    const path = header(a, "x-envoy-original-path") orelse header(a, ":path") orelse return "";
+    const scheme = header(a, "x-forwarded-proto") orelse header(a, ":scheme") orelse "http";
+    const host = header(a, ":authority") orelse "";
+    return std.fmt.allocPrint(a, "{s}://{s}{s}", .{ scheme, host, path[0..@min(path.len, realm_path_max)] }) catch "";
 }
 
 fn header(a: std.mem.Allocator, name: []const u8) ?[]const u8 {
@@ -772,7 +946,11 @@ fn loadFetched(p: *Provider, num_headers: u32, body_size: u32) bool {
             break :blk false;
         };
         var err: jwks.JwksError = .{};
-        const ks = jwks.parseKeySet(a, v, false, &err) catch {
+        var skipped: std.ArrayList(jwks.Skipped) = .empty;
+        const parsed = jwks.parseKeySet(a, v, &skipped, &err);
+        const where = std.fmt.allocPrint(a, "providers[{d}].remote_jwks", .{p.index}) catch "remote_jwks";
+        for (skipped.items) |sk| logSkipped(where, sk);
+        const ks = parsed catch {
             sdk.logf(.warn, log_prefix ++ "provider {s}: JWKS response rejected: {s}: {s}", .{ p.name, err.path, err.message });
             break :blk false;
         };

@@ -97,6 +97,7 @@ pub const raw = struct {
     pub extern "env" fn proxy_continue_stream(stream_type: u32) u32;
     pub extern "env" fn proxy_send_local_response(status: u32, details_ptr: [*]const u8, details_len: usize, body_ptr: [*]const u8, body_len: usize, headers_ptr: [*]const u8, headers_len: usize, grpc_status: i32) u32;
     pub extern "env" fn proxy_get_property(path_ptr: [*]const u8, path_len: usize, ret_ptr: *?[*]u8, ret_len: *usize) u32;
+    pub extern "env" fn proxy_set_property(path_ptr: [*]const u8, path_len: usize, val_ptr: [*]const u8, val_len: usize) u32;
     pub extern "env" fn proxy_get_shared_data(key_ptr: [*]const u8, key_len: usize, ret_ptr: *?[*]u8, ret_len: *usize, ret_cas: *u32) u32;
     pub extern "env" fn proxy_set_shared_data(key_ptr: [*]const u8, key_len: usize, val_ptr: [*]const u8, val_len: usize, cas: u32) u32;
     pub extern "env" fn proxy_http_call(up_ptr: [*]const u8, up_len: usize, hdr_ptr: [*]const u8, hdr_len: usize, body_ptr: [*]const u8, body_len: usize, trl_ptr: [*]const u8, trl_len: usize, timeout_ms: u32, ret_token: *u32) u32;
@@ -288,9 +289,8 @@ pub fn setEffectiveContext(ctx: u32) Error!void {
 
 // ---------------------------------------------------------------- properties
 
-/// Reads a property; `path` segments are joined with NUL as the ABI requires.
-pub fn getProperty(path: []const []const u8) ?[]u8 {
-    var buf: [512]u8 = undefined;
+/// Joins `path` segments with NUL as the ABI requires; null when longer than `buf`.
+fn propertyPath(buf: []u8, path: []const []const u8) ?[]const u8 {
     var len: usize = 0;
     for (path, 0..) |seg, i| {
         if (i > 0) {
@@ -302,10 +302,25 @@ pub fn getProperty(path: []const []const u8) ?[]u8 {
         @memcpy(buf[len..][0..seg.len], seg);
         len += seg.len;
     }
+    return buf[0..len];
+}
+
+/// Reads a property; `path` segments are joined with NUL as the ABI requires.
+pub fn getProperty(path: []const []const u8) ?[]u8 {
+    var buf: [512]u8 = undefined;
+    const p = propertyPath(&buf, path) orelse return null;
     var ptr: ?[*]u8 = null;
     var rlen: usize = 0;
-    if (raw.proxy_get_property(&buf, len, &ptr, &rlen) != 0) return null;
+    if (raw.proxy_get_property(p.ptr, p.len, &ptr, &rlen) != 0) return null;
     return owned(ptr, rlen);
+}
+
+/// Sets a stream property. Envoy keeps it as filter state `wasm.<path>` (bytes), which
+/// later filters read back with `getProperty(path)` and access logs as %FILTER_STATE(wasm.<path>)%.
+pub fn setProperty(path: []const []const u8, value: []const u8) Error!void {
+    var buf: [512]u8 = undefined;
+    const p = propertyPath(&buf, path) orelse return error.BadArgument;
+    return check(raw.proxy_set_property(p.ptr, p.len, value.ptr, value.len));
 }
 
 // ---------------------------------------------------------------- shared data

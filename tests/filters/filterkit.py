@@ -26,23 +26,26 @@ class Keys:
         self.rsa3072 = rsa.generate_private_key(public_exponent=65537, key_size=3072)
         self.ec256 = ec.generate_private_key(ec.SECP256R1())
         self.ec384 = ec.generate_private_key(ec.SECP384R1())
+        self.ec521 = ec.generate_private_key(ec.SECP521R1())
         self.ed = ed25519.Ed25519PrivateKey.generate()
         self.hmac = b"0123456789abcdef" * 4 + b"-secret"  # >= 64 bytes: no PyJWT key-length warning for HS512
 
     def signing_key(self, alg: str):
-        family = alg if alg in ("ES256", "ES384", "EdDSA") else alg[:2]
+        family = alg if alg in ("ES256", "ES384", "ES512", "EdDSA") else alg[:2]
         return {"HS": self.hmac, "RS": self.rsa, "PS": self.rsa, "ES256": self.ec256, "ES384": self.ec384,
-                "EdDSA": self.ed}[family]
+                "ES512": self.ec521, "EdDSA": self.ed}[family]
 
     def kid(self, alg: str) -> str:
-        family = alg if alg in ("ES256", "ES384", "EdDSA") else alg[:2]
-        return {"HS": "hmac", "RS": "rsa", "PS": "rsa", "ES256": "ec256", "ES384": "ec384", "EdDSA": "ed"}[family]
+        family = alg if alg in ("ES256", "ES384", "ES512", "EdDSA") else alg[:2]
+        return {"HS": "hmac", "RS": "rsa", "PS": "rsa", "ES256": "ec256", "ES384": "ec384", "ES512": "ec521",
+                "EdDSA": "ed"}[family]
 
     def jwks(self, with_kid: bool = True) -> dict:
         keys = [
             (RSAAlgorithm.to_jwk(self.rsa.public_key(), as_dict=True), "rsa"),
             (ECAlgorithm.to_jwk(self.ec256.public_key(), as_dict=True), "ec256"),
             (ECAlgorithm.to_jwk(self.ec384.public_key(), as_dict=True), "ec384"),
+            (ECAlgorithm.to_jwk(self.ec521.public_key(), as_dict=True), "ec521"),
             (OKPAlgorithm.to_jwk(self.ed.public_key(), as_dict=True), "ed"),
             (HMACAlgorithm.to_jwk(self.hmac, as_dict=True), "hmac"),
         ]

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from proxywasm_host import PluginRejected
 from filterkit import AUD, ISS, T0, jwt_config, mint, provider, request
 
-ALL_ALGS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+ALL_ALGS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+            "EdDSA"]
 
 
 def b64(data: bytes) -> str:
@@ -90,6 +91,7 @@ def test_signature_from_another_key_fails(host, jwt_wasm, keys, alg):
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     other["ES256"] = ec.generate_private_key(ec.SECP256R1())
     other["ES384"] = ec.generate_private_key(ec.SECP384R1())
+    other["ES512"] = ec.generate_private_key(ec.SECP521R1())
     other["EdDSA"] = ed25519.Ed25519PrivateKey.generate()
     key = other.get(alg) or other[alg[:2]]
     p = load(host, jwt_wasm, jwt_config(provider(keys)))
@@ -163,9 +165,14 @@ def test_tampered_payload_header_and_signature(plugin, keys):
     header["typ"] = "JOSE"
     raw_sig = bytearray(unb64(sig))
     raw_sig[len(raw_sig) // 2] ^= 0x01
-    for bad in (_swap(token, 1, b64(json.dumps(payload).encode())),
-                _swap(token, 0, b64(json.dumps(header).encode())),
-                _swap(token, 2, b64(bytes(raw_sig)))):
+    bad_tokens = (_swap(token, 1, b64(json.dumps(payload).encode())),
+                  _swap(token, 0, b64(json.dumps(header).encode())),
+                  _swap(token, 2, b64(bytes(raw_sig))))
+    assert_only_original_verifies(plugin, token, bad_tokens)
+
+
+def assert_only_original_verifies(plugin, token: str, bad_tokens) -> None:
+    for bad in bad_tokens:
         s = plugin.http_stream()
         request(s, bad)
         assert_denied(s, 401, "Jwt verification fails")
@@ -238,7 +245,7 @@ def test_unknown_kid(plugin, keys):
     ({"exp": T0 - 59.5}, True, None),                      # fractional NumericDate
     ({"exp": T0 - 60.5}, False, "Jwt is expired"),
     ({"exp": None}, True, None),                           # no exp: accepted unless require_expiration
-    ({"exp": "tomorrow"}, False, "Jwt payload has a claim of the wrong type (exp, nbf, iss or aud)"),
+    ({"exp": "tomorrow"}, False, "Jwt payload [exp] field is not a number"),
 ])
 def test_exp_nbf_with_default_skew(plugin, keys, claims, ok, reason):
     s = plugin.http_stream()
@@ -591,23 +598,25 @@ def test_stream_completed_while_waiting(host, jwt_wasm, keys):
     ('{"providers": [{"name": "a", "isuser": "x", "local_jwks": {"keys": []}}]}', "jwt_authn: providers[0].isuser: unknown field"),
     ('{"providers": [{"name": "a", "local_jwks": {"keys": []}}]}', "jwt_authn: providers[0].local_jwks.keys: no usable key"),
     ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}}]}',
-     "jwt_authn: providers[0].local_jwks.keys[0].n: unsupported RSA modulus size"),
+     "jwt_authn: providers[0].local_jwks.keys[0].n: RSA key of 17 bits is below 2048 (RFC 7518 section 3.3); key skipped"),
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}}]}',
+     "jwt_authn: providers[0].local_jwks.keys: no usable key"),
     ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "***"}]}}]}',
      "jwt_authn: providers[0].local_jwks.keys[0].k: invalid base64url"),
     ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]}}]}',
      "jwt_authn: providers[0].local_jwks.keys[0].x: wrong coordinate length for the curve"),
-    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0", "alg": "none"}]}}]}',
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s", "alg": "none"}]}}]}',
      "jwt_authn: providers[0].local_jwks.keys[0].alg: unsupported algorithm"),
     ('{"providers": [{"name": "a", "remote_jwks": {"path": "/j", "authority": "h"}}]}',
      "jwt_authn: providers[0].remote_jwks.cluster: required field is missing"),
-    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}], "rules": [{"prefix": "/", "requires": "b"}]}',
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s"}]}}], "rules": [{"prefix": "/", "requires": "b"}]}',
      'jwt_authn: rules[0].requires: unknown provider "b"'),
-    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}], "rules": [{"requires": "a"}]}',
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s"}]}}], "rules": [{"requires": "a"}]}',
      'jwt_authn: rules[0]: exactly one of "prefix" or "path" is required'),
-    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "clock_skew_seconds": -1}]}',
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s"}]}, "clock_skew_seconds": -1}]}',
      "jwt_authn: providers[0].clock_skew_seconds: must be between 0 and 86400"),
-    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}},'
-     ' {"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}]}',
+    ('{"providers": [{"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s"}]}},'
+     ' {"name": "a", "local_jwks": {"keys": [{"kty": "oct", "k": "a2tra2tra2tra2tra2tra2tra2tra2tra2tra2tra2s"}]}}]}',
      'jwt_authn: providers[1].name: duplicate provider name "a"'),
 ])
 def test_bad_configuration_names_the_field(host, jwt_wasm, config, message):
@@ -622,3 +631,373 @@ def test_local_jwks_as_a_json_string(host, jwt_wasm, keys):
     s = p.http_stream()
     request(s, mint(keys, "PS384"))
     assert forwarded(s)
+
+
+# ---------------------------------------------------------------- ES512 and RSA sizes
+
+
+def rsa_key(bits: int, cache=None):
+    """An RSA key of `bits`; the slow 8192-bit one is kept in pytest's cache between runs."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    name = f"jwt_authn/rsa{bits}"
+    if cache is not None and (pem := cache.get(name, None)):
+        return serialization.load_pem_private_key(pem.encode(), password=None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    if cache is not None:
+        cache.set(name, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()).decode())
+    return key
+
+
+@pytest.fixture(scope="session")
+def rsa_keys(request) -> dict:
+    return {bits: rsa_key(bits, request.config.cache if bits >= 4096 else None) for bits in (2049, 2560, 3001, 8192)}
+
+
+@pytest.mark.parametrize("bits", [2049, 2560, 3001, 8192])
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "RS512", "PS512"])
+def test_rsa_keys_of_any_size_from_2048_bits(host, jwt_wasm, keys, rsa_keys, bits, alg):
+    """2049 and 3001 bits: the modulus is not a whole number of bytes (PSS then encodes one byte less)."""
+    from jwt.algorithms import RSAAlgorithm
+    key = rsa_keys[bits]
+    jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": "big"}
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [jwk]})))
+    token = mint(keys, alg, kid="big", key=key)
+    s = p.http_stream()
+    request(s, token)
+    assert forwarded(s)
+    h, pl, sig = token.split(".")
+    raw_sig = bytearray(unb64(sig))
+    raw_sig[-1] ^= 1
+    s = p.http_stream()
+    request(s, f"{h}.{pl}.{b64(bytes(raw_sig))}")
+    assert_denied(s, 401, "Jwt verification fails")
+
+
+def test_rsa_signature_not_below_the_modulus_fails(host, jwt_wasm, keys):
+    n = keys.rsa.public_key().public_numbers().n
+    token = mint(keys, "RS256")
+    h, pl, _ = token.split(".")
+    s = load(host, jwt_wasm, jwt_config(provider(keys))).http_stream()
+    request(s, f"{h}.{pl}.{b64((n + 1).to_bytes(256, 'big'))}")
+    assert_denied(s, 401, "Jwt verification fails")
+
+
+P521_ORDER = 0x01FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA51868783BF2F966B7FCC0148F709A5D03BB5C9B8899C47AEBB6FB71E91386409
+
+
+def test_es512_rejects_tampering_and_out_of_range_scalars(plugin, keys):
+    token = mint(keys, "ES512")
+    h, pl, sig = token.split(".")
+    raw = unb64(sig)
+    assert len(raw) == 132
+    n = P521_ORDER
+    r, s_ = int.from_bytes(raw[:66], "big"), int.from_bytes(raw[66:], "big")
+    flipped = bytearray(raw)
+    flipped[70] ^= 0x10
+    bad_sigs = (bytes(flipped),
+                raw[:66] + (s_ + n).to_bytes(66, "big"),  # s >= n
+                (r + n).to_bytes(66, "big") + raw[66:],   # r >= n
+                bytes(66) + raw[66:],                     # r = 0
+                raw[:-1])                                 # 131 bytes
+    assert_only_original_verifies(plugin, token, [f"{h}.{pl}.{b64(bad)}" for bad in bad_sigs])
+
+
+def test_es512_signature_with_low_s_form_also_verifies(plugin, keys):
+    """ECDSA signatures (r, s) and (r, n - s) are both valid; JWS does not require low-s."""
+    token = mint(keys, "ES512")
+    h, pl, sig = token.split(".")
+    raw = unb64(sig)
+    n = P521_ORDER
+    other = raw[:66] + (n - int.from_bytes(raw[66:], "big")).to_bytes(66, "big")
+    st = plugin.http_stream()
+    request(st, f"{h}.{pl}.{b64(other)}")
+    assert forwarded(st)
+
+
+# ---------------------------------------------------------------- unusable JWKS keys
+
+
+def unusable_keys(keys) -> list[tuple[dict, str]]:
+    """Keys this filter must not or cannot use, each with the reason its log line gives."""
+    from jwt.algorithms import RSAAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    p521 = json.loads(json.dumps(keys.jwks()["keys"][3]))  # ec521
+    p521["y"] = p521["x"]
+    return [
+        (RSAAlgorithm.to_jwk(weak.public_key(), as_dict=True) | {"kid": "weak"},
+         'keys[0].n (kid "weak"): RSA key of 1024 bits is below 2048 (RFC 7518 section 3.3)'),
+        ({"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": b64(b"\x01" * 57)},
+         'keys[1].crv (kid "ed448"): unsupported curve Ed448 (Ed25519)'),
+        ({"kty": "EC", "crv": "P-192", "kid": "p192", "x": "AA", "y": "AA"},
+         'keys[2].crv (kid "p192"): unsupported curve P-192 (P-256, P-384 or P-521)'),
+        ({"kty": "XYZ", "kid": "odd"}, 'keys[3].kty (kid "odd"): unsupported key type XYZ (oct, RSA, EC or OKP)'),
+        ({"kty": "oct", "kid": "short", "k": b64(b"s" * 31)},
+         'keys[4].k (kid "short"): HMAC key of 31 bytes is shorter than 32 (RFC 7518 section 3.2)'),
+        ({"kty": "oct", "kid": "short512", "alg": "HS512", "k": b64(b"s" * 63)},
+         'keys[5].k (kid "short512"): HMAC key of 63 bytes is shorter than 64 (RFC 7518 section 3.2)'),
+        (p521 | {"kid": "offcurve"}, 'keys[6].x (kid "offcurve"): point is not on the curve'),
+    ]
+
+
+def test_unusable_keys_are_skipped_with_a_log_line_each(host, jwt_wasm, keys):
+    bad = unusable_keys(keys)
+    good = keys.jwks()["keys"]
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [k for k, _ in bad] + good})))
+    skipped = [r.message for r in p.logs if r.message.endswith("; key skipped")]
+    assert skipped == [f"jwt_authn: providers[0].local_jwks.{why}; key skipped" for _, why in bad]
+    s = p.http_stream()
+    request(s, mint(keys, "ES512"))
+    assert forwarded(s)
+    s = p.http_stream()
+    request(s, mint(keys, "HS256", kid="short", key=b"s" * 31))
+    assert_denied(s, 401, "Jwks doesn't have key to match kid or alg from Jwt")
+
+
+def test_a_jwks_without_any_usable_key_refuses_the_configuration(host, jwt_wasm, keys):
+    with pytest.raises(PluginRejected) as exc:
+        load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [k for k, _ in unusable_keys(keys)]})))
+    messages = [r.message for r in exc.value.logs]
+    assert sum(m.endswith("; key skipped") for m in messages) == 7
+    assert "jwt_authn: providers[0].local_jwks.keys: no usable key" in messages
+
+
+def test_remote_jwks_skips_unusable_keys_with_a_log_line(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(remote_provider(keys)))
+    s = p.http_stream()
+    request(s, mint(keys, "ES384"))
+    bad = unusable_keys(keys)
+    body = {"keys": [k for k, _ in bad] + keys.jwks()["keys"]}
+    p.pending_http_calls[0].respond(status=200, body=json.dumps(body).encode())
+    assert forwarded(s)
+    skipped = [r.message for r in p.logs if r.message.endswith("; key skipped")]
+    assert skipped == [f"jwt_authn: providers[0].remote_jwks.{why}; key skipped" for _, why in bad]
+
+
+def test_hmac_key_without_alg_serves_only_the_algorithms_it_is_long_enough_for(host, jwt_wasm, keys):
+    secret = b"z" * 40
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [{"kty": "oct", "kid": "k", "k": b64(secret)}]})))
+    s = p.http_stream()
+    request(s, mint(keys, "HS256", kid="k", key=secret))
+    assert forwarded(s)
+    s = p.http_stream()
+    request(s, mint(keys, "HS384", kid="k", key=secret))  # 40 < 48 bytes
+    assert_denied(s, 401, "Jwks doesn't have key to match kid or alg from Jwt")
+
+
+# ---------------------------------------------------------------- claim types
+
+
+def hs_token(claims: dict, secret: bytes = b"0123456789abcdef" * 4 + b"-secret") -> str:
+    """An HS256 token with exactly these claims (PyJWT refuses to mint some of the malformed ones)."""
+    header = b64(json.dumps({"alg": "HS256", "kid": "hmac"}).encode())
+    payload = b64(json.dumps(claims).encode())
+    sig = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{b64(sig)}"
+
+
+BASE = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": T0 + 3600}
+
+
+@pytest.mark.parametrize("claims,reason", [
+    ({"aud": 5}, "Jwt payload [aud] field is not a string or string list"),
+    ({"aud": [AUD, 5]}, "Jwt payload [aud] field is not a string or string list"),
+    ({"aud": {"a": AUD}}, "Jwt payload [aud] field is not a string or string list"),
+    ({"aud": None}, "Jwt payload [aud] field is not a string or string list"),
+    ({"exp": "tomorrow"}, "Jwt payload [exp] field is not a number"),
+    ({"exp": True}, "Jwt payload [exp] field is not a number"),
+    ({"nbf": "0"}, "Jwt payload [nbf] field is not a number"),
+    ({"iat": [T0]}, "Jwt payload [iat] field is not a number"),
+    ({"iss": 5}, "Jwt payload [iss] field is not a string"),
+    ({"sub": 5}, "Jwt payload [sub] field is not a string"),
+    ({"jti": 5}, "Jwt payload [jti] field is not a string"),
+])
+def test_registered_claims_of_the_wrong_type_are_401(plugin, claims, reason):
+    s = plugin.http_stream()
+    request(s, hs_token(BASE | claims))
+    assert_denied(s, 401, reason)
+
+
+def test_aud_type_is_checked_even_without_configured_audiences(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, audiences=None)))
+    s = p.http_stream()
+    request(s, hs_token(BASE | {"aud": 7}))
+    assert_denied(s, 401, "Jwt payload [aud] field is not a string or string list")
+
+
+@pytest.mark.parametrize("claims", [{"iat": T0 + 0.5}, {"exp": 1e300}, {"exp": 10**30}, {"nbf": -5}, {"aud": []} | {"aud": [AUD]}])
+def test_numeric_dates_of_any_json_number_form(plugin, claims):
+    s = plugin.http_stream()
+    request(s, hs_token(BASE | claims))
+    assert forwarded(s)
+
+
+# ---------------------------------------------------------------- several tokens, query decoding, prefixes
+
+
+def two_location_plugin(host, jwt_wasm, keys, **over):
+    return load(host, jwt_wasm, jwt_config(provider(
+        keys, from_headers=[{"name": "authorization", "value_prefix": "Bearer "}], from_params=["access_token"], **over)))
+
+
+def run(p, path: str, headers=None):
+    s = p.http_stream()
+    h = [(":method", "GET"), (":path", path), (":authority", "example.com"), (":scheme", "http")] + list(headers or [])
+    s.send_request_headers(h, end_of_stream=True)
+    return s
+
+
+def test_query_token_is_percent_decoded_and_removed(host, jwt_wasm, keys):
+    p = two_location_plugin(host, jwt_wasm, keys)
+    token = mint(keys, "ES256")
+    s = run(p, "/api?a=1&access_token=" + token.replace(".", "%2E").replace("-", "%2d") + "&b=%41")
+    assert forwarded(s)
+    assert s.upstream_request.headers.get(":path") == "/api?a=1&b=%41"
+    s = run(p, "/api?access%5Ftoken=" + token)  # the parameter name is decoded too
+    assert forwarded(s)
+    assert s.upstream_request.headers.get(":path") == "/api"
+
+
+def test_every_token_is_verified_and_any_invalid_one_fails(host, jwt_wasm, keys):
+    p = two_location_plugin(host, jwt_wasm, keys)
+    good, other_good = mint(keys, "ES256"), mint(keys, "RS256", {"sub": "bob"})
+    bad = mint(keys, "ES256", {"exp": T0 - 3600})
+    auth = lambda t: ("authorization", f"Bearer {t}")  # noqa: E731
+    cases = [
+        (f"/api?access_token={bad}", [auth(good)]),
+        (f"/api?access_token={good}", [auth(bad)]),
+        (f"/api?access_token={good}&access_token={bad}", []),
+        (f"/api?access_token={bad}&access_token={good}", []),
+        ("/api", [auth(good), auth(bad)]),
+        ("/api", [auth(bad), auth(good)]),
+    ]
+    for path, headers in cases:
+        assert_denied(run(p, path, headers), 401, "Jwt is expired")
+    s = run(p, f"/api?access_token={other_good}&x=1", [auth(good), auth(other_good)])
+    assert forwarded(s)
+    up = s.upstream_request.headers
+    assert "authorization" not in up and up.get(":path") == "/api?x=1"
+
+
+@pytest.mark.parametrize("mode,value,ok", [
+    ("anchored", "Bearer {t}", True),
+    ("anchored", "bearer {t}", True),
+    ("anchored", "x Bearer {t}", False),
+    ("envoy", "Bearer {t}", True),
+    ("envoy", "Bearer \t {t}", True),
+    ("envoy", "bearer {t}", False),
+    ("envoy", "x Bearer {t}", True),
+    ("envoy", "Token=Bearer {t}", True),
+])
+def test_value_prefix_match_modes(host, jwt_wasm, keys, mode, value, ok):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, value_prefix_match=mode)))
+    s = p.http_stream()
+    request(s, None, extra={"authorization": value.format(t=mint(keys, "HS256"))})
+    if ok:
+        assert forwarded(s)
+    else:
+        assert_denied(s, 401, "Jwt is missing", error=False)
+
+
+def test_envoy_prefix_mode_without_prefix_takes_the_whole_value(host, jwt_wasm, keys):
+    cfg = jwt_config(provider(keys, value_prefix_match="envoy", from_headers=[{"name": "x-token"}]))
+    p = load(host, jwt_wasm, cfg)
+    token = mint(keys, "HS256")
+    s = p.http_stream()
+    request(s, None, extra={"x-token": token})
+    assert forwarded(s)
+    s = p.http_stream()
+    request(s, None, extra={"x-token": f"t={token}"})
+    assert_denied(s, 401, "Jwt header is an invalid Base64url encoded")
+
+
+# ---------------------------------------------------------------- realm, properties, token size
+
+
+@pytest.mark.parametrize("path,extra,realm", [
+    ("/api?x=1", {}, "http://example.com/api?x=1"),
+    ("/api", {"x-forwarded-proto": "https"}, "https://example.com/api"),
+    ("/api/" + "y" * 300, {}, "http://example.com" + ("/api/" + "y" * 300)[:256]),
+    ("/api", {"x-envoy-original-path": "/orig"}, "http://example.com/orig"),
+])
+def test_realm_from_the_request_uri_as_envoy_builds_it(host, jwt_wasm, keys, path, extra, realm):
+    p = load(host, jwt_wasm, jwt_config(provider(keys), realm_from_uri=True))
+    s = p.http_stream()
+    request(s, None, path=path, extra=extra)
+    assert_denied(s, 401, "Jwt is missing", error=False, realm=realm)
+    s = p.http_stream()
+    request(s, "a.b.c", path=path, extra=extra)
+    assert s.downstream_response.headers.get("www-authenticate") == f'Bearer realm="{realm}", error="invalid_token"'
+
+
+def test_payload_and_header_as_properties_for_later_filters(host, jwt_wasm, keys):
+    p = load(host, jwt_wasm, jwt_config(provider(keys, payload_in_property="jwt_payload", header_in_property="jwt_header")))
+    token = mint(keys, "ES512", {"roles": ["a"]})
+    s = p.http_stream()
+    request(s, token)
+    assert forwarded(s)
+    h, pl, _ = token.split(".")
+    assert s.filter_state[("jwt_payload",)] == unb64(pl)
+    assert s.filter_state[("jwt_header",)] == unb64(h)
+    s = p.http_stream()
+    request(s, mint(keys, "ES512", {"exp": T0 - 3600}))
+    assert s.filter_state == {}
+
+
+def padded_tokens(keys) -> dict[int, str]:
+    """HS256 tokens by length, padded with a "pad" claim (lengths near 8192 and one of 50 KB)."""
+    out = {}
+    n0 = (8192 - len(mint(keys, "HS256", {"pad": ""}))) * 3 // 4
+    for n in list(range(n0 - 4, n0 + 5)) + [37000]:
+        t = mint(keys, "HS256", {"pad": "x" * n})
+        out[len(t)] = t
+    return out
+
+
+def test_max_token_bytes_default_is_8192(host, jwt_wasm, keys):
+    tokens = padded_tokens(keys)
+    at_most = max(n for n in tokens if n <= 8192)
+    above = min(n for n in tokens if n > 8192)
+    assert 8190 <= at_most and above <= 8194
+    p = load(host, jwt_wasm, jwt_config(provider(keys)))
+    s = p.http_stream()
+    request(s, tokens[at_most])
+    assert forwarded(s)
+    s = p.http_stream()
+    request(s, tokens[above])
+    assert_denied(s, 401, "Jwt is too large")
+
+
+def test_max_token_bytes_boundary_and_no_limit(host, jwt_wasm, keys):
+    token = mint(keys, "HS256")
+    for limit, ok in ((len(token), True), (len(token) - 1, False)):
+        s = load(host, jwt_wasm, jwt_config(provider(keys, name=f"p{limit}"), max_token_bytes=limit)).http_stream()
+        request(s, token)
+        assert forwarded(s) if ok else s.local_reply.body == b"Jwt is too large"
+    big = max(padded_tokens(keys).items())[1]
+    assert len(big) > 49000
+    s = load(host, jwt_wasm, jwt_config(provider(keys, name="unlimited"), max_token_bytes=0)).http_stream()
+    request(s, big)
+    assert forwarded(s)
+
+
+@pytest.mark.parametrize("top,message", [
+    ({"realm": "x", "realm_from_uri": True}, 'jwt_authn: realm_from_uri: cannot be combined with "realm"'),
+    ({"max_token_bytes": 10}, "jwt_authn: max_token_bytes: must be 0 (no limit) or at least 64"),
+])
+def test_new_top_level_fields_are_validated(host, jwt_wasm, keys, top, message):
+    with pytest.raises(PluginRejected) as exc:
+        load(host, jwt_wasm, jwt_config(provider(keys), **top))
+    assert message in [r.message for r in exc.value.logs]
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"value_prefix_match": "loose"}, 'jwt_authn: providers[0].value_prefix_match: expected "anchored" or "envoy"'),
+    ({"payload_in_property": ""}, "jwt_authn: providers[0].payload_in_property: must be 1 to 256 bytes without NUL"),
+    ({"header_in_property": 5}, "jwt_authn: providers[0].header_in_property: expected string"),
+])
+def test_new_provider_fields_are_validated(host, jwt_wasm, keys, over, message):
+    with pytest.raises(PluginRejected) as exc:
+        load(host, jwt_wasm, jwt_config(provider(keys, **over)))
+    assert message in [r.message for r in exc.value.logs]
