@@ -66,3 +66,10 @@ def test_callouts_to_real_servers_without_their_extra_name_it():
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == ("proxywasm_host.extras.MissingExtra: host.dispatch_http_calls() needs httpx: "
                                          "pip install 'proxywasm-host[http]'")
+
+
+def test_a_cli_command_without_its_extra_names_it_in_one_line():
+    r = run_without({"httpx"}, "from proxywasm_host.cli import main\nsys.exit(main(['envoy', 'up']))")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == ("proxywasm: error: proxywasm_host.envoy (the Envoy harness, publish, parity) needs httpx: "
+                        "pip install 'proxywasm-host[envoy]'\n")

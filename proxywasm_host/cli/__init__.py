@@ -17,6 +17,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable
 
+from ..extras import MissingExtra
 from . import cmd_envoy, cmd_inspect, cmd_parity, cmd_run, cmd_validate
 from .common import CliError, UsageError, common_parsers, set_quiet
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"proxywasm: error: {e}", file=sys.stderr)
         return 2
-    except CliError as e:
+    except (CliError, MissingExtra) as e:  # MissingExtra: a command that needs an extra, named
         if args.json:
             print(json.dumps({"command": args.command, "ok": False, "error": str(e)}))
         print(f"proxywasm: error: {e}", file=sys.stderr)
