@@ -122,8 +122,18 @@ class Metrics:
         return metric
 
     def __getitem__(self, name: str) -> int:
-        metric = self.by_name[name]
+        metric = self.by_name.get(name)
+        if metric is None:
+            have = ", ".join(sorted(self.by_name)) or "none"
+            raise KeyError(f"no metric {name!r} (metrics the filters defined: {have})")
         return metric.value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The metric's value (a histogram's samples), or `default` if no filter defined it."""
+        metric = self.by_name.get(name)
+        if metric is None:
+            return default
+        return list(metric.values) if metric.type == MetricType.HISTOGRAM else metric.value
 
     def __contains__(self, name: object) -> bool:
         return name in self.by_name
@@ -169,6 +179,8 @@ class Host:
         self.queues = SharedQueues()
         self.metrics = Metrics()
         self.clusters: dict[str, Any] = {}
+        #: clusters a callout named that add_cluster() did not declare (the call got BadArgument)
+        self.undeclared_clusters: list[str] = []
         self.pending_http_calls: "list[HttpCall]" = []
         self.pending_grpc: "list[GrpcCallout]" = []
         self.foreign_functions: dict[str, Callable[[bytes], bytes]] = {}

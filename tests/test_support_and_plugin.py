@@ -67,7 +67,7 @@ def test_fixture_and_failure_report_show_filter_logs(pytester):
     )
     result = pytester.runpytest_subprocess(*_plugin_args())
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*proxywasm filter logs*", "*[[]info[]] hello from the filter*"])
+    result.stdout.fnmatch_lines(["*- proxywasm -*", "filter logs:", "*[[]info[]] hello from the filter*"])
 
 
 def test_readme_pytest_example_passes(pytester):

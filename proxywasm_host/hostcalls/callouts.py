@@ -19,7 +19,8 @@ def http_call(
     headers = HeaderMap(deserialize_pairs(mem.read(h_ptr, h_size)) or [])
     body = mem.read(b_ptr, b_size)
     trailers = HeaderMap(deserialize_pairs(mem.read(t_ptr, t_size)) or [])
-    if cluster not in vm.host.clusters:
+    if cluster not in vm.host.clusters:  # Envoy logs nothing for it (1.40, wasm:debug): the test report names it
+        vm.host.undeclared_clusters.append(cluster)
         return WasmResult.BAD_ARGUMENT
     if any(headers.get(k) is None for k in (b":path", b":method", b":authority")):
         return WasmResult.BAD_ARGUMENT
@@ -53,6 +54,7 @@ def _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md
     for key, value in proto.initial_metadata if proto else ():
         metadata.add(key, value)
     if cluster not in vm.host.clusters:
+        vm.host.undeclared_clusters.append(cluster)
         return None  # Envoy: neither a GrpcService proto nor a known cluster
     token = vm.state.next_token(2 if is_stream else 1)
     return GrpcCallout(vm.host, vm.ctx.root, token, cluster, service, method, metadata.view(), is_stream)
