@@ -77,8 +77,8 @@ def _filter_accepts(host: Host, wasm: str, cfg: dict) -> bool:
 def test_schema_and_filter_agree(name):
     wasm = str(build_filter(name))
     example = readme_example(name)
-    if name == "jwt_authn":  # the README elides key material; use a real oct key
-        example["providers"][0]["local_jwks"] = {"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]}
+    if name == "jwt_authn":  # the README elides key material; use a real oct key (32 bytes: HS256 needs at least that)
+        example["providers"][0]["local_jwks"] = {"keys": [{"kty": "oct", "kid": "k1", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}
     host = Host()
     host.add_cluster("jwks_cluster")
     assert check(SCHEMAS[name], example) == [] and _filter_accepts(host, wasm, example)
