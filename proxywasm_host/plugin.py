@@ -185,15 +185,19 @@ class Plugin:
         vm.restricted = START_ALLOWED
         try:
             if vm.has("_initialize"):
-                self._guarded(vm_ctx, "_initialize")
+                self._start_function(vm_ctx, "_initialize")
                 if vm.has("main"):
-                    self._guarded(vm_ctx, "main", 0, 0)
+                    self._start_function(vm_ctx, "main", 0, 0)
                 elif vm.has("__main_void"):
-                    self._guarded(vm_ctx, "__main_void")
+                    self._start_function(vm_ctx, "__main_void")
             elif vm.has("_start"):
-                self._guarded(vm_ctx, "_start")
+                self._start_function(vm_ctx, "_start")
         finally:
             vm.restricted = None
+
+    def _start_function(self, vm_ctx: Context, name: str, *args: int) -> None:
+        vm_ctx.vm.restricted_during = name  # a blocked hostcall names it
+        self._guarded(vm_ctx, name, *args)
 
     def _start_root(self, worker: Worker) -> None:
         root, vm = worker.root, worker.vm

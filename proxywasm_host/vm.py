@@ -70,7 +70,7 @@ def factory(vm, hc, handler, bad_pointer_result):
     def trampoline(env, caller, raw, nraw):
         restricted = vm.restricted
         if restricted is not None and key not in restricted:
-            return vm.trap_from_host(HostTrap("restricted_callback"), key)
+            return vm.trap_from_host(HostTrap(f"restricted_callback: {{hc.name}} is not allowed during {{vm.restricted_during}}"), key)
         prev = vm.caller
         vm.caller = caller
         try:
@@ -125,6 +125,7 @@ class Vm:
         self.deadline_ms = deadline_ms
         self.memory_limit = memory_limit
         self.restricted: frozenset[str] | None = None
+        self.restricted_during = ""  # what runs while hostcalls are restricted, for the trap message
         self.caller: Any = None
         self.ctx: "Context | None" = None  # effective context of the current call
         self.calling_ctx: "Context | None" = None  # the context whose callback is running
@@ -146,12 +147,13 @@ class Vm:
         self._ticks = max(1, deadline_ms * EPOCH_HZ // 1000) + 1  # +1: the current tick may be about to end
         _set_deadline(self._store_ctx, self._ticks)
         self.restricted = _NOTHING_ALLOWED  # a wasm start function runs before the VM exists
+        self.restricted_during = "instantiation (the wasm start function)"
         try:
             self.instance = linker.instantiate(self.store, module.compiled)
         except wasmtime.Trap as e:
             raise ModuleLoadError(f"{module.name}: instantiation trapped: {e}") from None
         except wasmtime.WasmtimeError as e:
-            if isinstance(self._host_error, HostTrap) and self._host_error.args[0] == "restricted_callback":
+            if isinstance(self._host_error, HostTrap) and self._host_error.args[0].startswith("restricted_callback"):
                 raise ModuleLoadError(
                     f"{module.name}: its wasm start function calls a hostcall while the module is instantiated "
                     "(Envoy 1.40 crashes with SIGSEGV on such a module)") from None
@@ -243,13 +245,13 @@ class Vm:
 
     def allocate(self, size: int) -> int:
         """Call the guest allocator; during it only a few hostcalls are allowed."""
-        prev = self.restricted
-        self.restricted = ALLOC_ALLOWED
+        prev, prev_during = self.restricted, self.restricted_during
+        name = "malloc" if "malloc" in self._exports else "proxy_on_memory_allocate"
+        self.restricted, self.restricted_during = ALLOC_ALLOWED, name
         try:
-            name = "malloc" if "malloc" in self._exports else "proxy_on_memory_allocate"
             return self.call(name, size) or 0
         finally:
-            self.restricted = prev
+            self.restricted, self.restricted_during = prev, prev_during
 
     def trap_from_host(self, exc: BaseException, key: str) -> int:
         """Turn an exception raised inside a hostcall into a wasm trap. It must not raise itself:

@@ -52,4 +52,4 @@ def print_inspect(r: dict[str, Any]) -> None:
         print(f"  - {reason}")
     print(f"  checked: {', '.join(r['checked'])}")
     if not startup["ran"] and r["envoy_would_load"]:
-        print(f"  start-up {startup['note']}: `proxywasm validate` runs it")
+        print("  start-up not run (--no-start): `proxywasm validate` runs it")
