@@ -165,3 +165,45 @@ def test_a_network_filter_that_traps_under_fail_open(proxywasm_parity) -> None:
                                        connections=[Connection(["ab", "trap", "cd"]), Connection(["ef"])]))
     assert report.envoy.flows == [Flow(b"ab", b"ab", "proxy after chunk 2"), Flow(b"ef", b"ef", "client")]
     assert report.envoy.traps == ["proxy_on_downstream_data"]
+
+
+#: the property paths the probe module reads, one log line each (the value, or "missing")
+PROBED = ["xds.node.id", "xds.node.cluster", "xds.node.metadata.team", "xds.node.metadata.nested",
+          "xds.node.metadata.num", "xds.node.metadata.flag", "xds.node.metadata.list", "xds.node.metadata.none",
+          "xds.listener_direction", "xds.virtual_host_name", "xds.listener_metadata", "xds.cluster_metadata",
+          "metadata", "metadata.filter_metadata", "metadata.filter_metadata.probe", "metadata.filter_metadata.probe.key",
+          "xds.route_metadata", "xds.route_metadata.filter_metadata.r.k"]
+
+
+def property_probe() -> bytes:
+    """A WAT filter that logs each PROBED property's bytes on request headers."""
+    strings, body = {"miss": "missing"}, ""
+    for i, path in enumerate(PROBED):
+        strings[f"p{i}"] = path.replace(".", "\0")
+        body += (f"(if (i32.eqz (call $proxy_get_property {{p{i}}} (i32.const 0x100) (i32.const 0x104)))"
+                 " (then (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))))"
+                 " (else (drop (call $proxy_log (i32.const 2) {miss}))))")
+    return build({"proxy_on_request_headers": body + " (i32.const 0)"}, strings)
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["defaults", "configured"])
+def test_node_listener_and_metadata_properties(configured: bool, proxywasm_parity) -> None:
+    """What an Envoy config can set and a filter read: the node (id, cluster, metadata as a Struct:
+    numbers are doubles, a null cannot be read), the listener's direction, dynamic metadata (set by
+    Envoy's set_metadata filter; read whole it is the Metadata message's protobuf bytes) and route
+    metadata (a protobuf message with every kind of Struct value). One key per map read whole:
+    Envoy orders a map's keys at random per process."""
+    options = {"node": {"id": "n1", "cluster": "c1", "metadata": {
+        "team": "edge", "nested": {"depth": "2"}, "num": 3, "flag": True, "list": ["a", 2], "none": None}},
+        "listener_direction": "OUTBOUND", "dynamic_metadata": {"probe": {"key": "v1"}},
+        "route_metadata": {"filter_metadata": {"r": {"k": [1.5, None, True, {"a": 2}]}}}} if configured else {}
+    report = proxywasm_parity(Scenario([Filter(property_probe(), name="probe")], [Request()], **options))
+    seen = dict(zip(PROBED, (m for _, m in report.envoy.logs["'wasm log probe:'"])))
+    if configured:
+        assert seen["xds.node.metadata.num"] == "\x00\x00\x00\x00\x00\x00\x08@"  # 3.0
+        assert seen["xds.node.metadata.none"] == "missing"  # SerializationFailure
+        assert seen["metadata"] == "\n\x16\n\x05probe\x12\r\n\x0b\n\x03key\x12\x04\x1a\x02v1"  # protobuf
+        assert seen["xds.listener_direction"] == "\x02" + "\x00" * 7
+        assert seen["xds.route_metadata.filter_metadata.r.k"] == "missing"  # a list holding a null
+    else:
+        assert seen["metadata"] == "" and seen["metadata.filter_metadata"] == "\x00" * 4

@@ -6,11 +6,12 @@ import os
 import random
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .abi import LogLevel, MetricType
 from .context import Dispatcher
 from .headers import HeaderMap
+from .metadata import metadata, struct_value
 from .module import ModuleSource, ProxyWasmModule, load_module
 from .plugin import Plugin
 
@@ -151,6 +152,8 @@ class Host:
     `log_level` is Envoy's `wasm` logger level (default info, as Envoy's);
     `start_time` is the wall clock the filters see (default: now, then frozen);
     `seed` makes WASI random_get and generated request ids reproducible;
+    `node_id`, `cluster_name`, `node_metadata` are Envoy's node (xds.node.*; the metadata is a
+    Struct: its numbers read back as doubles);
     `buffer_limit_bytes` is Envoy's per_connection_buffer_limit_bytes (a buffered request over it
     gets 413); `trace` (default: $PROXYWASM_TRACE) records every callback and hostcall in `host.trace`;
     `extra_vms` also runs the VMs Envoy starts besides one per worker (a base VM, a canary
@@ -166,6 +169,7 @@ class Host:
         seed: int = 0,
         node_id: str = "proxywasm-host",
         cluster_name: str = "proxywasm-host",
+        node_metadata: Mapping[str, Any] | None = None,
         connection_manager_defaults: bool = True,
         extra_vms: bool = False,
         trace: bool | None = None,
@@ -186,8 +190,10 @@ class Host:
         self.foreign_functions: dict[str, Callable[[bytes], bytes]] = {}
         self.plugins: list[Plugin] = []
         self._vms: dict[tuple, dict[int, Any]] = {}
-        self.node = {"id": node_id, "cluster": cluster_name}
-        self.xds: dict[str, Any] = {"route_name": "", "cluster_name": "upstream", "listener_direction": 0}
+        self.node = {"id": node_id, "cluster": cluster_name, "metadata": struct_value(node_metadata or {})}
+        self.xds: dict[str, Any] = {
+            "route_name": "", "virtual_host_name": "", "cluster_name": "upstream", "filter_chain_name": "",
+            "listener_direction": 0, **{f"{x}_metadata": metadata(None) for x in ("listener", "route", "virtual_host", "cluster")}}
         self.connection = {"source_ip": "127.0.0.1", "source_port": 54321, "destination_ip": "127.0.0.1", "destination_port": 10000}
         self.upstream_address = ("127.0.0.1", 8080)  # the host of cluster "upstream"
         self.connection_manager_defaults = connection_manager_defaults

@@ -144,6 +144,12 @@ class Scenario:
     upstream: Response = field(default_factory=Response)
     callouts: dict[str, Answer] = field(default_factory=dict)  # cluster name -> its answer
     route_metadata: dict[str, Any] | None = None
+    #: Envoy's node: "id", "cluster" (default proxywasm-host for both) and "metadata" (a Struct)
+    node: dict[str, Any] | None = None
+    listener_direction: str = ""  # the listener's traffic_direction: "INBOUND" or "OUTBOUND"
+    #: namespace -> values: dynamic metadata set before the Wasm filters run (in Envoy by its
+    #: set_metadata filter), read through the `metadata` property
+    dynamic_metadata: dict[str, dict[str, Any]] | None = None
     log_level: str = "info"
     workers: int = 1  # Envoy's --concurrency; requests on different connections spread over the workers
     #: set: a network-filter scenario (one filter, then tcp_proxy to an echo upstream); `requests`,
@@ -344,12 +350,20 @@ def _plain(value: Any) -> Any:
 def _named(scenario: Scenario) -> Scenario:
     if scenario.connections is not None and (len(scenario.filters) != 1 or scenario.workers != 1):
         raise ValueError("a network-filter scenario (connections=...) takes exactly one filter and one worker")
+    if scenario.listener_direction not in LISTENER_DIRECTIONS:
+        raise ValueError(f"listener_direction {scenario.listener_direction!r}; allowed: INBOUND, OUTBOUND or ''")
     for step in _reconfigurations(scenario):
         if not 0 <= step.filter < len(scenario.filters):
             raise ValueError(f"Reconfigure(filter={step.filter}): the scenario has filters 0..{len(scenario.filters) - 1}")
     for i, f in enumerate(scenario.filters):
         f.name = f.name or f"filter{i}"
     return scenario
+
+
+DEFAULT_NODE = {"id": "proxywasm-host", "cluster": "proxywasm-host"}
+VIRTUAL_HOST = "all"  # the name of the one virtual host of the Envoy listener
+#: xds.listener_direction as Envoy reports it (envoy.config.core.v3.TrafficDirection)
+LISTENER_DIRECTIONS = {"": 0, "UNSPECIFIED": 0, "INBOUND": 1, "OUTBOUND": 2}
 
 
 def _reconfigurations(scenario: Scenario) -> list[Reconfigure]:
@@ -396,10 +410,15 @@ def _response_pairs(resp: Response) -> tuple[HeaderList, bytes]:
 
 def run_host(scenario: Scenario, **host_options: Any) -> Side:
     scenario = _named(scenario)
-    host = Host(**{"log_level": scenario.log_level, "extra_vms": True, "trace": True, **host_options})
+    node = {**DEFAULT_NODE, **(scenario.node or {})}
+    host = Host(**{"log_level": scenario.log_level, "extra_vms": True, "trace": True, "node_id": node["id"],
+                   "cluster_name": node["cluster"], "node_metadata": node.get("metadata"), **host_options})
+    host.xds.update(listener_direction=LISTENER_DIRECTIONS[scenario.listener_direction], virtual_host_name=VIRTUAL_HOST)
     for cluster in ("upstream", *scenario.callouts):
         host.add_cluster(cluster)
-    properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else None
+    properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else {}
+    if scenario.dynamic_metadata:
+        properties["metadata"] = {"filter_metadata": scenario.dynamic_metadata}
     try:
         plugins = host.load_chain([
             (bytes(f.module) if isinstance(f.module, (bytes, bytearray)) else str(f.module),
@@ -661,9 +680,13 @@ def run_envoy(scenario: Scenario) -> Side:
         ecds_dir = workdir / "ecds" if _reconfigurations(scenario) else None
         if ecds_dir is not None:
             ecds_dir.mkdir()
-        listener = tcp_listener(configs[0]) if tcp else http_listener(configs, scenario.route_metadata, ecds_dir)
+        listener = (tcp_listener(configs[0]) if tcp else
+                    http_listener(configs, scenario.route_metadata, ecds_dir, scenario.dynamic_metadata))
+        if scenario.listener_direction:
+            listener["traffic_direction"] = scenario.listener_direction
         try:
             env = stack.enter_context(StaticEnvoy(listener, ports, concurrency=scenario.workers,
+                                                  node={**DEFAULT_NODE, **(scenario.node or {})},
                                                   component_log_level="wasm:trace"))
         except EnvoyRefused as exc:
             return Side(refusal=str(exc), log_text=exc.log[-4000:])

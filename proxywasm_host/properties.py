@@ -2,7 +2,8 @@
 the host, with Envoy's value encodings, plus per-plugin and per-stream overrides.
 
 Encodings (Envoy serializeValue): strings and bytes raw; ints int64 LE; bools one
-byte; timestamps and durations int64 nanoseconds; maps serialized pairs.
+byte; timestamps and durations int64 nanoseconds; maps serialized pairs; metadata
+messages (`metadata`, `xds.*_metadata`) their protobuf bytes (see metadata.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from .headers import as_bytes
 from .memory import serialize_pairs
+from .metadata import NULL, Metadata, encode_metadata, metadata
 
 if TYPE_CHECKING:
     from .context import Context
@@ -31,6 +33,10 @@ def parse_path(path: str | tuple[str, ...] | list[str], what: str = "properties"
 INT_MIN, UINT_MAX = -(1 << 63), (1 << 64) - 1  # CEL int (int64) .. uint (uint64)
 
 
+class SerializationFailure(ValueError):
+    """Envoy cannot hand the value to a filter (a Struct's null, or a map or list holding one)."""
+
+
 def encode_value(value: PropertyValue, path: str = "") -> bytes:
     """Envoy's serializeValue; a value it cannot hold is a TypeError/ValueError naming the
     override at `path` (dotted, into maps and lists)."""
@@ -45,6 +51,10 @@ def encode_value(value: PropertyValue, path: str = "") -> bytes:
         return struct.pack("<q", value) if value < (1 << 63) else struct.pack("<Q", value)
     if isinstance(value, float):
         return struct.pack("<d", value)
+    if isinstance(value, Metadata):
+        return encode_metadata(value)
+    if value is NULL:
+        raise SerializationFailure(f"{what}: a Struct's null")
     if isinstance(value, Mapping):  # Envoy sends an empty map as a zero count (4 bytes)
         pairs = [(as_bytes(k if isinstance(k, (bytes, bytearray)) else str(k), f"{what}: map key"),
                   encode_value(v, f"{path}.{k}")) for k, v in value.items()]
@@ -64,10 +74,20 @@ def normalize_overrides(props: Mapping[Any, PropertyValue] | None, what: str = "
     out = {}
     for key, value in props.items():
         path = parse_path(key, what)
+        if value is not None and is_metadata(path):
+            value = metadata(value)
         if value is not None:
-            encode_value(value, ".".join(path))
+            try:
+                encode_value(value, ".".join(path))
+            except SerializationFailure:  # a valid value, which a filter cannot read
+                pass
         out[path] = value
     return out
+
+
+def is_metadata(path: PropertyPath) -> bool:
+    """Envoy's metadata messages: dynamic metadata and the xds.*_metadata attributes."""
+    return path == ("metadata",) or (len(path) == 2 and path[0] == "xds" and path[1].endswith("_metadata"))
 
 
 def _lookup_override(overrides: dict[PropertyPath, PropertyValue], path: PropertyPath) -> tuple[bool, PropertyValue]:
@@ -87,7 +107,8 @@ def _lookup_override(overrides: dict[PropertyPath, PropertyValue], path: Propert
 
 
 def resolve(ctx: "Context", path: PropertyPath) -> bytes | None:
-    """The property's bytes as Envoy would return them, or None for NotFound."""
+    """The property's bytes as Envoy would return them, or None for NotFound; raises
+    SerializationFailure where Envoy's proxy_get_property does."""
     for overrides in ctx.property_layers():
         found, value = _lookup_override(overrides, path)
         if found:
@@ -108,6 +129,8 @@ def builtin(ctx: "Context", path: PropertyPath) -> PropertyValue:
         return _walk(plugin.host.xds_attributes(plugin), path[1:])
     if attrs is None:
         return None
+    if head == "metadata":  # the stream's dynamic metadata: none unless an override sets it
+        return _walk(metadata(None), path[1:])
     return _walk(attrs.get(head), path[1:])
 
 

@@ -41,6 +41,27 @@ def test_property_overrides_and_set_property_round_trip():
     assert records(root_only.workers[0].vm) == [1]  # no stream: NotFound
 
 
+def test_metadata_as_envoy_hands_it_over():
+    """Measured on Envoy 1.40 (integration/test_parity_feature.py compares them live): node metadata
+    is a Struct (3 reads back as the double 3.0, a null is SerializationFailure, also inside a list);
+    dynamic metadata read whole is the Metadata message's protobuf bytes, and an empty one no bytes
+    with filter_metadata an empty map."""
+    paths = {"num": "xds\0node\0metadata\0num", "none": "xds\0node\0metadata\0none", "list": "xds\0node\0metadata\0l",
+             "md": "metadata", "fm": "metadata\0filter_metadata", "key": "metadata\0filter_metadata\0probe\0key"}
+    cb = " ".join(_logged_property(n) for n in paths) + " (i32.const 0)"
+    wasm = build({"proxy_on_request_headers": cb}, paths)
+    plugin = Host(node_metadata={"num": 3, "none": None, "l": ["a", None]}).load_plugin(wasm)
+    s = plugin.http_stream(properties={"metadata": {"filter_metadata": {"probe": {"key": "v1"}}}})
+    s.send_request_headers(REQ)
+    assert records(s.vm) == [0, 3, 3, 0, 0, 0]
+    assert [r.message for r in s.logs][:1] + [r.message for r in s.logs][3:4] == [
+        "\x00\x00\x00\x00\x00\x00\x08@", "\n\x16\n\x05probe\x12\r\n\x0b\n\x03key\x12\x04\x1a\x02v1"]
+    empty = plugin.http_stream()
+    empty.send_request_headers(REQ)
+    assert records(empty.vm)[6:] == [0, 3, 3, 0, 0, 1]
+    assert out_bytes(empty.vm) == b"\0\0\0\0"  # filter_metadata of no dynamic metadata: an empty map
+
+
 def test_wasi_stdout_clock_random_and_environment():
     imports = {f"wasi_snapshot_preview1.{n}": sig for n, sig in {
         "fd_write": "(param i32 i32 i32 i32) (result i32)",

@@ -25,6 +25,7 @@ TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.T
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 STRING = "type.googleapis.com/google.protobuf.StringValue"
+SET_METADATA = "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config"
 TYPED_EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 #: ECDS counters that say Envoy refused an update (it keeps the previous filter)
 _ECDS_REFUSED = ("update_rejected", "update_failure", "config_fail")
@@ -61,9 +62,10 @@ def cluster(name: str, port: int) -> dict[str, Any]:
 
 
 def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] | None = None,
-                  ecds_dir: Path | None = None) -> dict[str, Any]:
+                  ecds_dir: Path | None = None, dynamic_metadata: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Listener "main": the Wasm filters in order (wasm_0, wasm_1, …), then the router to cluster
-    "upstream". With `ecds_dir`, each filter's config is served from an ECDS file there instead."""
+    "upstream". With `ecds_dir`, each filter's config is served from an ECDS file there instead;
+    `dynamic_metadata` (namespace -> values) is set by a set_metadata filter before them."""
     route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     if route_metadata:
         route["metadata"] = route_metadata
@@ -72,6 +74,9 @@ def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] 
         for entry in filters:
             write_ecds(ecds_dir, entry["name"], entry["typed_config"]["config"])
         filters = [_discovered(ecds_dir, entry["name"]) for entry in filters]
+    if dynamic_metadata:
+        filters.insert(0, {"name": "set_metadata", "typed_config": {"@type": SET_METADATA, "metadata": [
+            {"metadata_namespace": ns, "value": values} for ns, values in dynamic_metadata.items()]}})
     return {"name": "main", "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
             "connection_balance_config": {"exact_balance": {}},  # each new connection: the least busy worker
             "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
@@ -171,7 +176,8 @@ class StaticEnvoy:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        # bytes as Envoy wrote them: text mode would turn a \r inside a filter's message into \n
+        return self.log_path.read_bytes().decode("utf-8", "replace") if self.log_path.exists() else ""
 
     def stats(self, prefix: str = "wasmcustom.") -> dict[str, str]:
         text = httpx.get(self.admin + "/stats", timeout=5).text
@@ -204,7 +210,7 @@ class StaticEnvoy:
         out: list[tuple[str, str, str, str]] = []
         continuing = False
         main = str(self.proc.pid) if self.proc is not None else ""
-        for line in self.log().splitlines():
+        for line in self.log().split("\n"):  # not splitlines(): a message may hold \r, \v, \f
             m = _WASM_LOG.match(line)
             if m:
                 thread = "main" if m.group(1) == main else "worker"
@@ -222,7 +228,7 @@ def trace_by_thread(log: str) -> dict[str, list[str]]:
     """The callbacks and hostcalls of a wasm:trace log, per Envoy thread id, in the host's
     `Host(trace=True)` format."""
     out: dict[str, list[str]] = {}
-    for line in log.splitlines():
+    for line in log.split("\n"):
         m = _TRACE.match(line)
         if m:
             out.setdefault(m.group(1), []).append(m.group(2))

@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from ..abi import WasmResult
 from ..memory import split_property_path
-from ..properties import resolve
+from ..properties import SerializationFailure, resolve
 from .registry import hostcall
 
 
 @hostcall("proxy_get_property", "uuuu")
 def get_property(vm, path_ptr: int, path_size: int, ret_ptr: int, ret_size: int) -> int:
     path = split_property_path(vm.memory.read(path_ptr, path_size))
-    value = resolve(vm.ctx, path)
+    try:
+        value = resolve(vm.ctx, path)
+    except SerializationFailure:
+        return WasmResult.SERIALIZATION_FAILURE
     if value is None:
         return WasmResult.NOT_FOUND
     return WasmResult.OK if vm.memory.copy_out(value, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
