@@ -7,13 +7,18 @@ needs through ECDS. Requests carry ``Host: api.example`` so the default realm is
 from __future__ import annotations
 
 import json
+import time
 from typing import Iterator
 
 import httpx
+import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from proxywasm_host.envoy import EchoUpstream, EnvoyHarness, WasmFilter
 from proxywasm_host.envoy.fixtures import envoy_harness
+from proxywasm_host.envoy.wat import build_wat
 
 from scenarios import (AUTHORITY, ISS, JWKS_BROKEN_PATH, JWKS_PATH, Keys, bearer, decode_payload, jwt_local_config,
                        jwt_local_scenario, jwt_remote_config, wasm_path)
@@ -141,3 +146,73 @@ def test_invalid_configuration_is_refused_and_old_one_keeps_serving(local: Envoy
         local.publish("jwt_authn", configuration=json.dumps({"providers": [{"name": "x"}]}))
     assert get(local, "/api", bearer(keys.token())).status_code == 200
     assert get(local, "/api").status_code == 401
+
+
+# A second Wasm filter that copies the properties jwt_authn set into request headers, so the
+# echo upstream shows what a later filter can read (Envoy: filter state "wasm.<name>").
+PROPERTY_READER_WAT = """
+(module
+  (import "env" "proxy_get_property" (func $get_prop (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_add_header_map_value" (func $add_hv (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 256) "jwt_payload")
+  (data (i32.const 272) "x-read-jwt-payload")
+  (data (i32.const 304) "jwt_header")
+  (data (i32.const 320) "x-read-jwt-header")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $n)) (i32.const 7)) (i32.const -8)))
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.add (i32.shr_u (global.get $heap) (i32.const 16)) (i32.const 1))))))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func $copy (param $name i32) (param $nlen i32) (param $hdr i32) (param $hlen i32)
+    (if (i32.eqz (call $get_prop (local.get $name) (local.get $nlen) (i32.const 128) (i32.const 132)))
+      (then (drop (call $add_hv (i32.const 0) (local.get $hdr) (local.get $hlen)
+                                (i32.load (i32.const 128)) (i32.load (i32.const 132)))))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (global.set $heap (i32.const 4096))
+    (call $copy (i32.const 256) (i32.const 11) (i32.const 272) (i32.const 18))
+    (call $copy (i32.const 304) (i32.const 10) (i32.const 320) (i32.const 17))
+    (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))
+"""
+
+
+def test_payload_and_header_properties_reach_a_later_wasm_filter(keys: Keys) -> None:
+    cfg = json.loads(jwt_local_config(keys))
+    cfg["providers"][0] |= {"payload_in_property": "jwt_payload", "header_in_property": "jwt_header"}
+    chain = [WasmFilter("jwt_authn", wasm_path("jwt_authn"), configuration=json.dumps(cfg)),
+             WasmFilter("reader", build_wat(PROPERTY_READER_WAT))]
+    with EchoUpstream() as up, envoy_harness(chain, upstream=up, concurrency=1) as env:
+        token = keys.token("carol")
+        r = get(env, "/api", bearer(token))
+        assert r.status_code == 200, r.text
+        seen = r.json()["headers"]
+        header_b64, payload_b64_, _ = token.split(".")
+        assert json.loads(seen["x-read-jwt-payload"]) == decode_payload(payload_b64_)
+        assert json.loads(seen["x-read-jwt-header"]) == decode_payload(header_b64)
+        r = get(env, "/health")  # bypassed: no verification, no property
+        assert r.status_code == 200 and "x-read-jwt-payload" not in r.json()["headers"]
+
+
+def test_es512_and_query_token_in_envoy(jwt_env: EnvoyHarness) -> None:
+    """ES512 (P-521) verified inside Envoy's V8, the token taken percent-encoded from the query."""
+    key = ec.generate_private_key(ec.SECP521R1())
+    jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True) | {"kid": "p521"}
+    jwt_env.publish("jwt_authn", configuration=json.dumps({"providers": [{
+        "name": "p", "issuer": ISS, "local_jwks": {"keys": [jwk]}, "from_params": ["access_token"],
+        "claim_to_headers": [{"claim_name": "sub", "header_name": "x-jwt-sub"}]}]}))
+    token = pyjwt.encode({"iss": ISS, "sub": "dora", "exp": int(time.time()) + 600}, key, algorithm="ES512",
+                         headers={"kid": "p521"})
+    r = get(jwt_env, "/api?x=1&access_token=" + token.replace(".", "%2E"))
+    assert r.status_code == 200, r.text
+    assert r.json()["headers"]["x-jwt-sub"] == "dora" and r.json()["path"] == "/api?x=1"
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    r = get(jwt_env, "/api?access_token=" + forged)
+    assert r.status_code == 401 and r.text == "Jwt verification fails"

@@ -245,7 +245,7 @@ def test_unknown_kid(plugin, keys):
     ({"exp": T0 - 59.5}, True, None),                      # fractional NumericDate
     ({"exp": T0 - 60.5}, False, "Jwt is expired"),
     ({"exp": None}, True, None),                           # no exp: accepted unless require_expiration
-    ({"exp": "tomorrow"}, False, "Jwt payload [exp] field is not a number"),
+    ({"exp": "tomorrow"}, False, "Jwt payload [exp] field is not an integer"),
 ])
 def test_exp_nbf_with_default_skew(plugin, keys, claims, ok, reason):
     s = plugin.http_stream()
@@ -805,10 +805,10 @@ BASE = {"iss": ISS, "aud": AUD, "sub": "alice", "exp": T0 + 3600}
     ({"aud": [AUD, 5]}, "Jwt payload [aud] field is not a string or string list"),
     ({"aud": {"a": AUD}}, "Jwt payload [aud] field is not a string or string list"),
     ({"aud": None}, "Jwt payload [aud] field is not a string or string list"),
-    ({"exp": "tomorrow"}, "Jwt payload [exp] field is not a number"),
-    ({"exp": True}, "Jwt payload [exp] field is not a number"),
-    ({"nbf": "0"}, "Jwt payload [nbf] field is not a number"),
-    ({"iat": [T0]}, "Jwt payload [iat] field is not a number"),
+    ({"exp": "tomorrow"}, "Jwt payload [exp] field is not an integer"),
+    ({"exp": True}, "Jwt payload [exp] field is not an integer"),
+    ({"nbf": "0"}, "Jwt payload [nbf] field is not an integer"),
+    ({"iat": [T0]}, "Jwt payload [iat] field is not an integer"),
     ({"iss": 5}, "Jwt payload [iss] field is not a string"),
     ({"sub": 5}, "Jwt payload [sub] field is not a string"),
     ({"jti": 5}, "Jwt payload [jti] field is not a string"),
