@@ -6,6 +6,7 @@ run() returns microseconds (median of many iterations) for:
   jwt_verify_es512_first_us   ES512 (P-521, built on std.crypto.ff) per verification
   jwt_verify_rs256_8192_first_us  RS256 with an 8192-bit key per verification
   ratelimit_decision_us       one request through the rate limiter (shared-data CAS round trip)
+  ratelimit_limit_and_default_us  one request that takes a token from a matching limit and the default bucket
 Each figure is the time of stream.send_request_headers only (stream creation excluded).
 """
 from __future__ import annotations
@@ -64,6 +65,11 @@ def run(iterations: int = 200) -> dict[str, float]:
     rl = host.load_plugin(rl_wasm, configuration=json.dumps(
         {"bucket": {"max_tokens": 1_000_000_000, "fill_interval_ms": 1000}, "descriptors": [{"source": "header", "name": "x-user"}]}))
     results["ratelimit_decision_us"] = _time_request(rl, HEADERS | {"x-user": "alice"}, iterations * 5)
+    big = {"max_tokens": 1_000_000_000, "fill_interval_ms": 1000}
+    rl2 = host.load_plugin(rl_wasm, name="rl2", configuration=json.dumps(
+        {"bucket": big, "descriptors": [{"source": "header", "name": "x-user", "key": "user"}],
+         "limits": [{"entries": [{"key": "user"}], "bucket": big}]}))
+    results["ratelimit_limit_and_default_us"] = _time_request(rl2, HEADERS | {"x-user": "alice"}, iterations * 5)
     return results
 
 
