@@ -127,7 +127,6 @@ fn parseConfig(r: *cfg.Reader, text: []const u8) cfg.ConfigError!*Config {
     c.realm_from_uri = try r.boolean(root, "", "realm_from_uri", false);
     if (c.realm != null and c.realm_from_uri) return r.fail("realm_from_uri", "cannot be combined with \"realm\"", .{});
     c.max_token_bytes = @intCast((try r.integer(root, "", "max_token_bytes", 0, 1 << 20)) orelse default_max_token_bytes);
-    if (c.max_token_bytes > 0 and c.max_token_bytes < 64) return r.fail("max_token_bytes", "must be 0 (no limit) or at least 64", .{});
     c.cache = try a.alloc(CacheEntry, @intCast((try r.integer(root, "", "token_cache_size", 0, 10_000)) orelse 64));
 
     const pv = (try r.array(root, "", "providers")) orelse return r.fail("providers", "required field is missing", .{});

@@ -984,7 +984,7 @@ def test_max_token_bytes_boundary_and_no_limit(host, jwt_wasm, keys):
 
 @pytest.mark.parametrize("top,message", [
     ({"realm": "x", "realm_from_uri": True}, 'jwt_authn: realm_from_uri: cannot be combined with "realm"'),
-    ({"max_token_bytes": 10}, "jwt_authn: max_token_bytes: must be 0 (no limit) or at least 64"),
+    ({"max_token_bytes": -1}, "jwt_authn: max_token_bytes: must be between 0 and 1048576"),
 ])
 def test_new_top_level_fields_are_validated(host, jwt_wasm, keys, top, message):
     with pytest.raises(PluginRejected) as exc:
@@ -1001,3 +1001,28 @@ def test_new_provider_fields_are_validated(host, jwt_wasm, keys, over, message):
     with pytest.raises(PluginRejected) as exc:
         load(host, jwt_wasm, jwt_config(provider(keys, **over)))
     assert message in [r.message for r in exc.value.logs]
+
+
+# ---------------------------------------------------------------- what `proxywasm validate` knows
+
+
+@pytest.mark.parametrize("top,over,bad", [
+    ({"realm_from_uri": True, "max_token_bytes": 0}, {"value_prefix_match": "envoy", "payload_in_property": "p",
+                                                      "header_in_property": "h"}, None),
+    ({"realm_from_uri": "yes"}, {}, "realm_from_uri"),
+    ({"max_token_bytes": -1}, {}, "max_token_bytes"),
+    ({}, {"value_prefix_match": "loose"}, "providers[0].value_prefix_match"),
+    ({}, {"payload_in_property": ""}, "providers[0].payload_in_property"),
+    ({}, {"header_in_property": 5}, "providers[0].header_in_property"),
+])
+def test_schema_and_filter_agree_on_the_new_fields(host, jwt_wasm, keys, top, over, bad):
+    from proxywasm_host.filter_schemas import SCHEMAS, check
+    cfg = json.loads(jwt_config(provider(keys, **over), **top))
+    problems = check(SCHEMAS["jwt_authn"], cfg)
+    if bad is None:
+        assert problems == []
+        load(host, jwt_wasm, json.dumps(cfg))
+    else:
+        assert len(problems) == 1 and problems[0].startswith(f"{bad}: "), problems
+        with pytest.raises(PluginRejected):
+            load(host, jwt_wasm, json.dumps(cfg))
