@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxywasm_host.parity import (KEPT_OPEN, Connection, Filter, Flow, Request, Response, Scenario, Side, compare,
-                                   run_parity)
+from proxywasm_host.parity import (KEPT_OPEN, Connection, Filter, Flow, GrpcReply, Request, Response, Scenario, Side,
+                                   compare, run_parity)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "examples" / "go"), str(ROOT / "examples" / "rust"), str(ROOT / "tests")]
@@ -207,3 +207,38 @@ def test_node_listener_and_metadata_properties(configured: bool, proxywasm_parit
         assert seen["xds.route_metadata.filter_metadata.r.k"] == "missing"  # a list holding a null
     else:
         assert seen["metadata"] == "" and seen["metadata.filter_metadata"] == "\x00" * 4
+
+
+def grpc_probe() -> bytes:
+    """A WAT filter that pauses each request for a unary gRPC call (pkg.Echo/Say on cluster
+    echo_svc, with metadata and the request's message), logs what the root context gets back (the
+    message, or the status message), then resumes the request from the root context."""
+    from proxywasm_host.memory import serialize_pairs
+
+    imports = {"proxy_grpc_call": "(param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)"}
+    resume = "(drop (call $proxy_set_effective_context (i32.load (i32.const 0x310)))) (drop (call $proxy_continue_stream (i32.const 0)))"
+    log_out = "(drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))"
+    callbacks = {
+        "proxy_on_grpc_receive": "(drop (call $proxy_get_buffer_bytes (i32.const 5) (i32.const 0) (local.get 2)"
+                                 f" (i32.const 0x100) (i32.const 0x104))) {log_out} {resume}",
+        "proxy_on_grpc_close": f"(drop (call $proxy_get_status (i32.const 0x120) (i32.const 0x100) (i32.const 0x104))) {log_out} {resume}",
+    }
+    extra = "".join(f'(func (export "{n}") (param i32 i32 i32) {b})' for n, b in callbacks.items())
+    strings = {"cl": "echo_svc", "svc": "pkg.Echo", "m": "Say", "msg": "hello", "md": serialize_pairs([(b"x-meta", b"1")])}
+    on_request = ("(i32.store (i32.const 0x310) (local.get $ctx))"
+                  " (drop (call $proxy_grpc_call {cl} {svc} {m} {md} {msg} (i32.const 1000) (i32.const 0x300))) (i32.const 1)")
+    return build({"proxy_on_request_headers": on_request}, strings, imports=imports, extra=extra)
+
+
+@pytest.mark.parametrize("reply", [GrpcReply(b"hi back"), GrpcReply(status=7, status_message="not you"),
+                                   GrpcReply(status=5)], ids=["ok", "denied", "empty-message"])
+def test_a_grpc_callout(reply: GrpcReply, proxywasm_parity) -> None:
+    """Envoy's gRPC client calls the service over HTTP/2 with the filter's metadata; the answer goes
+    to the root context; a failure's message carries the response code details ("{via_upstream}")."""
+    report = proxywasm_parity(Scenario([Filter(grpc_probe(), name="grpc")], [Request(), Request()],
+                                       callouts={"echo_svc": reply}))
+    e = report.envoy.exchanges
+    assert [x.status for x in e] == [200, 200]
+    assert e[0].callouts == [("echo_svc", "POST", "/pkg.Echo/Say", [("x-meta", "1")], b"hello")]
+    expected = {0: "hi back", 7: "not you{via_upstream}", 5: "via_upstream"}[reply.status]
+    assert report.envoy.logs["'wasm log:'"] == [("info", expected)] * 2

@@ -149,6 +149,12 @@ class GrpcCallout:
         self._finish()
         self._invoke("proxy_on_grpc_close", status)
 
+    def fail(self, status: int, message: str = "") -> None:
+        """The service answered with a non-OK status: the filter gets it as Envoy's gRPC client
+        reports it, the message followed by the response code details ("not you{via_upstream}";
+        an empty message is "via_upstream")."""
+        self.close(status, f"{message}{{via_upstream}}" if message else "via_upstream")
+
     def _with_metadata(self, map_type: int, metadata: HeadersInput, callback: str) -> None:
         self._check_open()
         hm = HeaderMap.from_input(metadata)

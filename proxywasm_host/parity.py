@@ -122,9 +122,19 @@ class Refused:
     the router's own 503; the cluster receives nothing."""
 
 
+@dataclass
+class GrpcReply:
+    """What a gRPC service cluster answers to every unary call (proxy_grpc_call): `message` with
+    status 0 (OK), else the status and its message. Needs grpcio on Envoy's side (the [grpc] extra)."""
+
+    message: Union[bytes, str] = b""
+    status: int = 0
+    status_message: str = ""
+
+
 #: A cluster's answer: one Response for every path, a Response per path (query left out; other
-#: paths get NOT_LISTED), or Refused.
-Answer = Union[Response, dict[str, Response], Refused]
+#: paths get NOT_LISTED), Refused, or a GrpcReply (a gRPC service).
+Answer = Union[Response, dict[str, Response], Refused, GrpcReply]
 NOT_LISTED = Response(404, {"content-type": "text/plain"}, "no answer for this path")
 
 
@@ -629,7 +639,8 @@ def _upstream_view(upstream: tuple[HeaderList, bytes] | None) -> tuple[HeaderLis
 
 
 def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:
-    """Answer every pending HTTP callout with its cluster's response, as the cluster would."""
+    """Answer every pending callout with its cluster's response, as the cluster would."""
+    _answer_grpc(host, sc, seen)
     while host.pending_http_calls:
         call = host.pending_http_calls[0]
         path = call.headers.get(":path") or ""
@@ -645,11 +656,27 @@ def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, H
         call.respond(answer.status, pairs, body)
 
 
+def _answer_grpc(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:
+    """Answer the pending unary gRPC calls to clusters with a GrpcReply (as Envoy's gRPC client
+    hands the answer over: the message, or the status with its message enhanced)."""
+    for call in [c for c in host.pending_grpc if not c.is_stream and isinstance(sc.callouts.get(c.cluster), GrpcReply)]:
+        reply = sc.callouts[call.cluster]
+        assert isinstance(reply, GrpcReply)
+        metadata = [(k, _mask(v)) for k, v in call.metadata.items() if k.lower() not in _CALLOUT_MASK]
+        seen.append((call.cluster, "POST", f"/{call.service}/{call.method}", metadata, call.message))
+        if reply.status == 0:
+            call.receive(_encoded([reply.message])[0])
+        else:
+            call.fail(reply.status, reply.status_message)
+
+
 def _answer(sc: Scenario, cluster: str, path: str) -> Response | None:
     """What `cluster` answers to `path` (None: it refuses the connection)."""
     answer = sc.callouts.get(cluster, sc.upstream)
     if isinstance(answer, Refused):
         return None
+    if isinstance(answer, GrpcReply):
+        raise ValueError(f"an HTTP callout to {cluster}, which the scenario answers as a gRPC service (GrpcReply)")
     if isinstance(answer, dict):
         return answer.get(path.split("?", 1)[0], NOT_LISTED)
     return answer
@@ -664,7 +691,9 @@ def run_envoy(scenario: Scenario) -> Side:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="proxywasm-parity-")))
         tcp = scenario.connections is not None
-        servers = {cluster: stack.enter_context(_TcpEcho() if tcp and cluster == "upstream" else _cluster_server(answer))
+        servers = {cluster: stack.enter_context(_TcpEcho() if tcp and cluster == "upstream" else
+                                                _GrpcService(answer) if isinstance(answer, GrpcReply) else
+                                                _cluster_server(answer))
                    for cluster, answer in {"upstream": scenario.upstream, **scenario.callouts}.items()
                    if not isinstance(answer, Refused)}
         ports = {cluster: servers[cluster].port if cluster in servers else _closed_port()
@@ -686,6 +715,7 @@ def run_envoy(scenario: Scenario) -> Side:
             listener["traffic_direction"] = scenario.listener_direction
         try:
             env = stack.enter_context(StaticEnvoy(listener, ports, concurrency=scenario.workers,
+                                                  http2={c for c, a in scenario.callouts.items() if isinstance(a, GrpcReply)},
                                                   node={**DEFAULT_NODE, **(scenario.node or {})},
                                                   component_log_level="wasm:trace"))
         except EnvoyRefused as exc:
@@ -739,6 +769,50 @@ def _cluster_server(answer: Response | dict[str, Response]) -> Any:
         pairs, body = _response_pairs(resp)
         server.set_response(path, body, resp.status, dict(pairs))
     return server
+
+
+@dataclass
+class _Call:
+    """One call a gRPC service received, in the shape of an HTTP upstream's record."""
+
+    method: str
+    path: str
+    headers: HeaderList
+    body: bytes
+
+
+class _GrpcService:
+    """A gRPC server (grpcio, any service and method) that records each unary call and answers
+    with the scenario's GrpcReply."""
+
+    def __init__(self, reply: GrpcReply) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from .extras import require
+
+        grpc = require("grpc", "grpc", "a GrpcReply in a parity scenario")
+        self.received: list[_Call] = []
+        owner = self
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details: Any) -> Any:
+                def unary(request: bytes, context: Any) -> bytes:
+                    owner.received.append(_Call("POST", details.method, list(details.invocation_metadata), request))
+                    if reply.status:
+                        context.abort(grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == reply.status)),
+                                      reply.status_message)
+                    return _encoded([reply.message])[0]
+                return grpc.unary_unary_rpc_method_handler(unary)
+
+        self.server = grpc.server(ThreadPoolExecutor(2), handlers=[Handler()])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+
+    def __enter__(self) -> "_GrpcService":
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop(0)
 
 
 class _TcpEcho:

@@ -25,6 +25,7 @@ TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.T
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 STRING = "type.googleapis.com/google.protobuf.StringValue"
+HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 SET_METADATA = "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config"
 TYPED_EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 #: ECDS counters that say Envoy refused an update (it keeps the previous filter)
@@ -55,10 +56,15 @@ def plugin_config(name: str, wasm: str, configuration: str = "", vm_configuratio
                           "code": {"local": {"filename": wasm}}}}
 
 
-def cluster(name: str, port: int) -> dict[str, Any]:
-    return {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+def cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
+    """A cluster of one local endpoint; `http2` for a gRPC service."""
+    out = {"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
         "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
             "socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]}}
+    if http2:
+        out["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": HTTP_OPTIONS, "explicit_http_config": {"http2_protocol_options": {}}}}
+    return out
 
 
 def http_listener(plugins: list[dict[str, Any]], route_metadata: dict[str, Any] | None = None,
@@ -118,13 +124,13 @@ class StaticEnvoy:
 
     def __init__(self, listener: dict[str, Any], clusters: dict[str, int], *, concurrency: int = 1,
                  node: dict[str, Any] | None = None, component_log_level: str = "wasm:info",
-                 start_timeout: float = 30.0):
+                 start_timeout: float = 30.0, http2: set[str] | frozenset[str] = frozenset()):
         self.dir = Path(tempfile.mkdtemp(prefix="proxywasm-envoy-static-"))
         self.log_path = self.dir / "envoy.log"
         boot = {"node": node or {"id": "proxywasm-host", "cluster": "proxywasm-host"},
                 "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
                 "static_resources": {"listeners": [listener],
-                                     "clusters": [cluster(n, p) for n, p in clusters.items()]}}
+                                     "clusters": [cluster(n, p, n in http2) for n, p in clusters.items()]}}
         (self.dir / "bootstrap.json").write_text(json.dumps(boot, indent=1))
         self.args = [find_envoy(), "-c", str(self.dir / "bootstrap.json"), "--disable-hot-restart",
                      "--concurrency", str(concurrency), "--log-level", "info",
