@@ -33,3 +33,10 @@ clean:
 .PHONY: fuzz
 fuzz: $(STAMP)
 	$(PY) fuzz/run.py --seconds $(or $(FUZZ_SECONDS),300) --seed $(or $(FUZZ_SEED),0)
+
+# Mutation testing of the host's Envoy semantics (mutmut, configured in pyproject's [tool.mutmut]):
+# MUTATE='proxywasm_host.hostcalls.headers*' narrows the run to matching mutants; results in mutants/.
+.PHONY: mutate
+mutate: $(STAMP)
+	$(VENV)/bin/mutmut run $(MUTATE)
+	$(VENV)/bin/mutmut results
