@@ -167,6 +167,7 @@ def cases(k: DiffKeys) -> dict[str, tuple[str, list[tuple[str, str]]]]:
         "x-token-repeated-good-good": ("/a", [("x-token", good), ("x-token", good)]),
         "realm-long-path": ("/a/" + "p" * 300, auth(forged)),
         "realm-forwarded-proto": ("/a?q", auth(forged) + [("x-forwarded-proto", "https")]),
+        "large-token-12kb": ("/a", auth(k.token({"pad": "x" * 9000}))),  # max_token_bytes: 0 = no limit, as native
         "weak-rsa-1024-key": ("/a", auth(k.token(kid="weak"))),
         "short-hmac-key": ("/a", auth(k.token(kid="short"))),
         "default-locations-query": (f"/deflt?access_token={good}", []),
@@ -254,3 +255,11 @@ def test_the_realm_is_the_request_uri_as_native_builds_it(observed: dict[str, di
     realm = observed["realm-long-path"]["native"]["www-authenticate"][0]
     assert realm == f'Bearer realm="http://{AUTHORITY}{("/a/" + "p" * 300)[:256]}", error="invalid_token"'
     assert observed["realm-forwarded-proto"]["wasm"]["www-authenticate"][0].startswith(f'Bearer realm="https://{AUTHORITY}/a?q"')
+
+
+def test_the_keys_we_skip_are_named_in_envoys_log(both: EnvoyHarness) -> None:
+    log = "\n".join(both.wasm_log())
+    for kid, why in (("weak", "RSA key of 1024 bits is below 2048 (RFC 7518 section 3.3)"),
+                     ("short", "HMAC key of 8 bytes is shorter than 32 (RFC 7518 section 3.2)"),
+                     ("ed448", "unsupported curve Ed448 (Ed25519)")):
+        assert f'(kid "{kid}"): {why}; key skipped' in log, kid
