@@ -7,6 +7,7 @@ import json
 import pytest
 
 from proxywasm_host import PluginRejected
+from proxywasm_host.filter_schemas import SCHEMAS, check
 from proxywasm_host.host import SharedData
 
 
@@ -487,3 +488,35 @@ def test_bad_configuration_is_rejected_with_the_field(host, ratelimit_wasm, conf
         load(host, ratelimit_wasm, config)
     messages = [rec.message for rec in exc.value.logs]
     assert any(m.startswith(message) for m in messages), messages
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"status": 200}, "status: 200 is out of range; allowed: 400..599"),
+    ({"max_buckets": 3}, "max_buckets: 3 is out of range; allowed: 4..16777216"),
+    ({"retry_after": "no"}, "retry_after: expected boolean, got string 'no'"),
+    ({"per_connection": 1}, "per_connection: expected boolean, got integer 1"),
+    ({"always_consume_default_bucket": None}, "always_consume_default_bucket: expected boolean, got null"),
+    ({"descriptors": [{"source": "path", "key": 3}]}, "descriptors[0].key: expected string, got integer 3"),
+    ({"descriptors": [{"source": "path"}], "limits": [{"entries": [{"key": "path", "valu": "/x"}], "bucket": BUCKET}]},
+     "limits[0].entries[0].valu: unknown field; allowed: key, value"),
+    ({"descriptors": [{"source": "path"}], "limits": [{"entries": [{"key": "path"}]}]}, "limits[0].bucket: required field is missing"),
+    ({"routes": [{"prefix": "/", "limits": {"entries": []}}]}, "routes[0].limits: expected array, got object"),
+    ({"limited_response_headers": [{"name": "x-a"}]}, "limited_response_headers[0].value: required field is missing"),
+    ({"limited_response_headers": [{"name": ":status", "value": "1"}]},
+     "limited_response_headers[0].name: ':status' is not allowed; allowed: a string matching"),
+])
+def test_validate_schema_knows_the_new_fields(host, ratelimit_wasm, config, message):
+    """`proxywasm validate`'s schema reports what the filter itself refuses, naming the field."""
+    errors = check(SCHEMAS["ratelimit"], config)
+    assert any(e.startswith(message) for e in errors), errors
+    with pytest.raises(PluginRejected):
+        load(host, ratelimit_wasm, config)
+
+
+def test_validate_schema_accepts_every_new_field(host, ratelimit_wasm):
+    config = LIMITS | {"status": 503, "retry_after": False, "per_connection": True, "max_buckets": 64,
+                       "always_consume_default_bucket": False, "body": "x",
+                       "limited_response_headers": [{"name": "x-local-rate-limit", "value": "true"}],
+                       "routes": [{"prefix": "/a", "limits": LIMITS["limits"], "descriptors": LIMITS["descriptors"]}]}
+    assert check(SCHEMAS["ratelimit"], config) == []
+    load(host, ratelimit_wasm, config)
