@@ -7,7 +7,7 @@ The filters check their configuration themselves in proxy_on_configure (and
 the message. Cross-field rules ("exactly one of prefix or path") are left to the filters.
 To add a field: add it to the filter's `onlyKnown` list in filters/<name>/main.zig and to
 the schema's `properties` (with a `description`, and `default` when there is one), then
-paste `python -m proxywasm_host.filter_schemas <name>` over the README's tables.
+run `python -m proxywasm_host.filter_schemas --write README.md` to regenerate the README's tables.
 """
 from __future__ import annotations
 
@@ -159,6 +159,21 @@ def readme_tables(name: str) -> str:
     return "\n\n".join(_table(schema, obj) for obj in objects)
 
 
+def readme_markers(name: str) -> tuple[str, str]:
+    """The HTML comments around one filter's generated tables in the README."""
+    return (f"<!-- {name} tables: generated from proxywasm_host/schemas/{name}.json -->\n",
+            f"\n<!-- end of {name} tables -->")
+
+
+def update_readme(text: str) -> str:
+    """`text` with every filter's tables, between its markers, regenerated from the schemas."""
+    for name in NAMES:
+        begin, end = readme_markers(name)
+        start = text.index(begin) + len(begin)
+        text = text[:start] + readme_tables(name) + text[text.index(end, start):]
+    return text
+
+
 def _table(root: dict[str, Any], obj: dict[str, Any]) -> str:
     rows = [f"**{obj['title']} fields**", ""]
     if obj is not root and "description" in obj:
@@ -200,6 +215,10 @@ def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any]:
     return node
 
 
-if __name__ == "__main__":
-    for filter_name in sys.argv[1:] or NAMES:
-        print(readme_tables(filter_name), end="\n\n")
+if __name__ == "__main__":  # python -m proxywasm_host.filter_schemas [NAME…] | --write README.md
+    if sys.argv[1:2] == ["--write"]:
+        readme = Path(sys.argv[2])
+        readme.write_text(update_readme(readme.read_text()))
+    else:
+        for filter_name in sys.argv[1:] or NAMES:
+            print(readme_tables(filter_name), end="\n\n")

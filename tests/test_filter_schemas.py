@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from proxywasm_host import Host, PluginRejected
-from proxywasm_host.filter_schemas import SCHEMAS, check, readme_tables
+from proxywasm_host.filter_schemas import SCHEMAS, check, readme_markers, update_readme
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "filters"))
@@ -97,7 +97,9 @@ def test_schema_and_filter_agree(name):
 def test_schema_is_valid_json_schema_and_readme_tables_match(name):
     Draft202012Validator.check_schema(SCHEMAS[name])
     readme = (ROOT / "README.md").read_text()
-    assert readme_tables(name) in readme, f"README {name} tables are stale: paste `python -m proxywasm_host.filter_schemas {name}`"
+    begin, end = readme_markers(name)
+    assert readme.index(begin) < readme.index(end)
+    assert update_readme(readme) == readme, "README tables are stale: python -m proxywasm_host.filter_schemas --write README.md"
 
 
 @pytest.mark.parametrize(
