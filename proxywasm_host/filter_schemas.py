@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,17 +52,10 @@ def _content_schema(validator: Any, content_schema: Any, instance: Any, schema: 
 _Validator = validators.extend(Draft202012Validator, {"contentSchema": _content_schema})
 
 
-@cache
-def _validator(name: str) -> Any:
-    return _Validator(SCHEMAS[name])
-
-
 def check(schema: dict[str, Any], value: Any) -> list[str]:
     """Every problem of `value` against `schema`, as "<field path>: <what is wrong>; allowed: …",
     in the order of the fields in `value`; one message per field."""
-    name = next((n for n, s in SCHEMAS.items() if s is schema), None)
-    validator = _validator(name) if name else _Validator(schema)
-    found = [(list(e.absolute_path), e) for e in validator.iter_errors(value)]
+    found = [(list(e.absolute_path), e) for e in _Validator(schema).iter_errors(value)]
     typed = {tuple(path) for path, e in found if e.validator == "type"}
     messages: dict[tuple[Any, ...], list[str]] = {}
     for path, error in found:
