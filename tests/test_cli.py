@@ -20,6 +20,8 @@ import yaml
 
 from proxywasm_host.cli import main
 from proxywasm_host.envoy.validate import find_envoy
+from proxywasm_host.memory import serialize_pairs
+from watgen import build
 
 DATA = Path(__file__).parent / "cli_data"
 REPO = Path(__file__).parent.parent
@@ -385,6 +387,90 @@ def test_run_pending_callout(capsys, modules):
     code, out, _ = cli(capsys, "run", modules["filter"], "-H", "x-call: 1", "--cluster", "auth")
     assert "pending HTTP callouts: \n  auth: GET /check timeout 1000 ms\n" in out
     assert "upstream request: not sent (the filter did not let the request through)" in out
+
+
+#: pauses the request on a callout to "auth"; the answer's :status is logged and the request resumes;
+#: trailers each way are logged
+CALLOUT_FILTER = build(
+    {
+        "proxy_on_request_headers": "(i32.store (i32.const 0x10c) (local.get $ctx))"
+        " (drop (call $proxy_http_call {auth} {h} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)"
+        " (i32.const 5000) (i32.const 0x108))) (i32.const 1)",
+        "proxy_on_http_call_response": "(drop (call $proxy_get_header_map_value (i32.const 6) {status}"
+        " (i32.const 0x100) (i32.const 0x104)))"
+        " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))"
+        " (drop (call $proxy_set_effective_context (i32.load (i32.const 0x10c))))"
+        " (drop (call $proxy_continue_stream (i32.const 0)))",
+        "proxy_on_request_trailers": "(drop (call $proxy_log (i32.const 2) {req_t})) (i32.const 0)",
+        "proxy_on_response_trailers": "(drop (call $proxy_log (i32.const 2) {resp_t})) (i32.const 0)",
+        "proxy_on_vm_start": "(drop (call $proxy_log (i32.const 1) {debug})) (i32.const 1)",
+    },
+    {"auth": "auth", "status": ":status", "req_t": "request trailers", "resp_t": "response trailers",
+     "debug": "a debug line", "h": serialize_pairs([(b":method", b"GET"), (b":path", b"/check"), (b":authority", b"auth")])},
+)
+
+
+@pytest.fixture
+def callout_filter(tmp_path: Path) -> str:
+    path = tmp_path / "callout.wasm"
+    path.write_bytes(CALLOUT_FILTER)
+    return str(path)
+
+
+def test_run_answers_callouts(capsys, callout_filter):
+    code, r = cli_json(capsys, "run", callout_filter, "--callout", "auth=503:no way")
+    assert code == 0
+    assert r["answered_calls"] == [{"cluster": "auth", "method": "GET", "path": "/check", "status": 503, "body": "no way"}]
+    assert r["http_calls"] == []
+    assert "[info] 503" in r["logs"]
+    assert r["upstream_request"]["complete"] and r["response"]["headers"][0] == [":status", "200"]
+    code, out, _ = cli(capsys, "run", callout_filter, "--callout", "auth=200")
+    assert "answered HTTP callouts:\n  auth: GET /check -> 200 ''\n" in out
+    code, out, _ = cli(capsys, "run", callout_filter, "--cluster", "auth")  # declared, not answered: stays pending
+    assert "pending HTTP callouts: \n  auth: GET /check timeout 5000 ms\n" in out
+
+
+def test_run_trailers_both_ways(capsys, callout_filter):
+    code, r = cli_json(capsys, "run", callout_filter, "--callout", "auth=200", "--body", "b", "--trailer", "x-t: 1",
+                       "--response-trailer", "grpc-status: 0")
+    assert code == 0
+    assert [p["callback"] for p in r["phases"]] == [
+        "proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers", "proxy_on_response_headers",
+        "proxy_on_response_trailers"]
+    assert r["upstream_request"]["trailers"] == [["x-t", "1"]]
+    assert r["response"]["trailers"] == [["grpc-status", "0"]]
+    assert "[info] request trailers" in r["logs"] and "[info] response trailers" in r["logs"]
+
+
+def test_run_log_level(capsys, callout_filter):
+    _, r = cli_json(capsys, "run", callout_filter, "--callout", "auth=200", "--log-level", "debug")
+    assert "[debug] a debug line" in r["logs"]
+    _, r = cli_json(capsys, "run", callout_filter, "--callout", "auth=200", "--log-level", "warn")
+    assert r["logs"] == []
+
+
+def test_version_and_python_m(modules):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "proxywasm_host", "--version"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    from importlib.metadata import version
+
+    assert proc.returncode == 0 and proc.stdout == f"proxywasm-host {version('proxywasm-host')}\n"
+    proc = subprocess.run([sys.executable, "-m", "proxywasm_host", "inspect", modules["filter"], "--json"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["envoy_would_load"] is True
+
+
+def test_progress_for_a_first_compile_on_stderr_unless_quiet(capsys, monkeypatch, tmp_path):
+    """A big module compiles for seconds the first time: said on stderr, not with -q or --json."""
+    sys.path.insert(0, str(REPO / "examples" / "go"))
+    import build_go
+
+    module = build_go.module_for_tests("http_filter")
+    for argv, shown in ((["-q"], False), (["--json"], False), ([], True)):
+        monkeypatch.setenv("PROXYWASM_CACHE_DIR", str(tmp_path / f"cache{len(argv)}{shown}"))
+        _, _, err = cli(capsys, "inspect", module, "--no-start", *argv)
+        assert ("proxywasm: compiling " in err) == shown, err
 
 
 def test_run_without_cluster_no_callout(capsys, modules):

@@ -108,8 +108,7 @@ def cmd_envoy_up(args: argparse.Namespace) -> Result:
         print(f"admin: {env.admin_url}", flush=True)
         print(f"publish a new build: proxywasm envoy publish {name} {module}", flush=True)
 
-    if not args.quiet:
-        progress("starting Envoy")
+    progress("starting Envoy")
     try:
         return {}, run_dev_loop(filters, opts, log=lambda line: print(line, flush=True), on_ready=ready)
     except KeyboardInterrupt:  # Ctrl-C outside the loop's own handler (during the first build)
@@ -143,14 +142,12 @@ def cmd_envoy_publish(args: argparse.Namespace) -> Result:
     ecds = target["ecds"]
     if not ecds.is_file():
         raise CliError(f"ECDS file {ecds}: no such file (the one Envoy's config_discovery path_config_source names)")
-    if not args.skip_envoy:
-        progress("checking the filter with envoy --mode validate")
     base = {"command": "envoy publish", "filter": args.name, "ecds_file": str(ecds), "admin": target["admin"] or None}
     try:
         res = publish(ecds, args.name, Path(args.module), text_arg(args.config, "--config"), root_id=args.root_id,
                       vm_id=args.vm_id, admin_url=target["admin"] or None, validate=not args.skip_envoy,
                       envoy_log=target["log"], wasm_dir=target["wasm_dir"], clusters=target["clusters"],
-                      timeout=args.timeout)
+                      timeout=args.timeout, progress=progress)
     except PublishError as e:
         first, *details = str(e).splitlines()
         # "[time][thread][level][logger] [source:line] message" -> "[level][logger] message"

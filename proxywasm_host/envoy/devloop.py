@@ -125,6 +125,10 @@ def run_dev_loop(
     for f in filters:
         if not f.wasm.exists():
             log(f"{f.name}: {f.wasm} does not exist yet; the listener answers 500 until it is built")
+    watched = [f.config_file for f in filters if f.config_file is not None]
+    if build_cmd is None:  # modules built elsewhere: a new build of one is a change
+        watched += [f.wasm for f in filters]
+    last = _fingerprint(root, opts.sources, watched)  # before reading them: a change from here on is seen
     specs = [WasmFilter(f.name, f.wasm.read_bytes() if f.wasm.exists() else None,
                         configuration=f.current_configuration(), root_id=f.root_id, vm_id=f.vm_id)
              for f in filters]
@@ -145,16 +149,12 @@ def run_dev_loop(
         if on_ready is not None:
             on_ready(env)
         published = {f.name: (env.current(f.name).get("sha256"), f.current_configuration()) for f in filters}
-        config_files = [f.config_file for f in filters if f.config_file is not None]
-        if build_cmd is None:  # modules built elsewhere: a new build of one is a change
-            config_files += [f.wasm for f in filters]
-        last = _fingerprint(root, opts.sources, config_files)
         while opts.watch and not stop.is_set():
             if max_iterations is not None and iterations >= max_iterations:
                 break
             iterations += 1
             stop.wait(opts.poll_interval)
-            now = _fingerprint(root, opts.sources, config_files)
+            now = _fingerprint(root, opts.sources, watched)
             if now == last:
                 continue
             last = now

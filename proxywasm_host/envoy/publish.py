@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import httpx
 import yaml
@@ -146,6 +146,7 @@ def publish(
     clusters: Sequence[str] = (),
     envoy_log: str | os.PathLike[str] | None = None,
     timeout: float = 15.0,
+    progress: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Validate ``wasm`` + ``configuration``, then swap them into the ECDS file Envoy watches.
 
@@ -169,7 +170,7 @@ def publish(
     ``None`` for ``configuration``, ``root_id``, ``vm_id``, ``plugin_name`` or
     ``failure_policy`` keeps the value the ECDS file holds now (else "", the
     filter name, FAIL_CLOSED). An identical config is not written
-    (``changed=False``). Any refusal raises ``PublishError``.
+    (``changed=False``). Any refusal raises ``PublishError``. ``progress`` is told of slow steps.
     """
     ecds_file = Path(ecds_file).absolute()
     t0 = time.monotonic()
@@ -203,6 +204,8 @@ def publish(
         except FileNotFoundError as exc:
             raise PublishError(f"{exc}; the validate pre-flight needs a local Envoy binary "
                                "(or skip it: validate=False, --skip-envoy)") from exc
+        if progress is not None:
+            progress("checking the filter with envoy --mode validate")
         envoy_validate(tc, envoy_bin=bin_, clusters=list(clusters))
     validate_s = time.monotonic() - t0
     before: dict[str, int] = {}
