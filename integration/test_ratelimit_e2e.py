@@ -169,6 +169,20 @@ def test_bounded_buckets_in_envoy(rl_env: EnvoyHarness) -> None:
     assert list(evicted.values()) == [46], evicted
 
 
+def test_custom_status_body_headers_and_no_retry_after(rl_env: EnvoyHarness) -> None:
+    rl_env.publish("ratelimit", configuration=json.dumps({
+        "domain": unique("answer"), "bucket": {"max_tokens": 1, "fill_interval": "1m"}, "status": 503,
+        "body": "slow down", "retry_after": False,
+        "limited_response_headers": [{"name": "x-local-rate-limit", "value": "true"}]}))
+    with httpx.Client(timeout=10) as c:
+        ok, limited = c.get(rl_env.url("/a")), c.get(rl_env.url("/a"))
+    assert ok.status_code == 200 and "x-local-rate-limit" not in ok.headers
+    assert (limited.status_code, limited.text, limited.headers["content-type"]) == (503, "slow down", "text/plain")
+    assert _filter_headers(limited) == {"x-ratelimit-limit": ["1"], "x-ratelimit-remaining": ["0"],
+                                        "x-ratelimit-reset": ["60"]}
+    assert limited.headers.get_list("x-local-rate-limit") == ["true"]
+
+
 def test_client_ip_descriptor_uses_the_peer_address(rl_env: EnvoyHarness) -> None:
     rl_env.publish("ratelimit", configuration=json.dumps({
         "domain": unique("ip"), "bucket": {"max_tokens": 2, "fill_interval": "1m"},
