@@ -1,15 +1,19 @@
 //! ECDSA on P-521 with SHA-512 (JWS "ES512", RFC 7518 §3.4), verification only.
 //!
-//! Zig's std has no P-521, so the curve is built here on std.crypto.ff's
-//! Montgomery arithmetic: Jacobian coordinates with a = -3, and Shamir's trick
-//! for u1·G + u2·Q. Verification handles public data only (message, signature,
-//! public key), so nothing here needs to be constant-time.
+//! Zig's std has no P-521. The base field uses that p = 2^521 - 1 is a Mersenne
+//! prime: 18 limbs of 29 bits in u64 (522 bits, 2^522 ≡ 2), so a product is a
+//! plain 18×18 schoolbook whose high columns fold back doubled; the scalars mod n
+//! (a few operations per signature) use std.crypto.ff. Points are Jacobian with
+//! a = -3, and u1·G + u2·Q is one double-and-add pass (Shamir's trick).
+//! Verification handles public data only (message, signature, public key), so
+//! nothing here needs to be constant-time.
 const std = @import("std");
 const ff = std.crypto.ff;
 const Sha512 = std.crypto.hash.sha2.Sha512;
 
+/// Scalars mod n.
 const M = ff.Modulus(521);
-const Fe = M.Fe;
+const Scalar = M.Fe;
 
 /// Bytes of one coordinate or scalar; a JWS signature is r ‖ s.
 pub const coord_len = 66;
@@ -23,116 +27,241 @@ fn hexBytes(comptime s: []const u8) [coord_len]u8 {
 }
 
 // SEC 2 v2 §2.6.1 (secp521r1), as printed by `openssl ecparam -name secp521r1 -param_enc explicit -text`.
-const p_bytes = hexBytes("01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff");
 const n_bytes = hexBytes("01fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffa51868783bf2f966b7fcc0148f709a5d03bb5c9b8899c47aebb6fb71e91386409");
 const b_bytes = hexBytes("0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00");
 const gx_bytes = hexBytes("00c6858e06b70404e9cd9e3ecb662395b4429c648139053fb521f828af606b4d3dbaa14b5e77efe75928fe1dc127a2ffa8de3348b3c1856a429bf97e7e31c2e5bd66");
 const gy_bytes = hexBytes("011839296a789a3bc0045c8a5fb42c7d1bd998f54449579b446817afbd17273e662c97ee72995ef42640c550b9013fad0761353c7086a272c24088be94769fd16650");
 
-/// x - 2 for the Fermat inverses (p and n both end in a byte >= 2).
-fn minusTwo(x: [coord_len]u8) [coord_len]u8 {
-    var out = x;
-    out[coord_len - 1] -= 2;
+const n_minus_2 = blk: {
+    var out = n_bytes;
+    out[coord_len - 1] -= 2; // n ends in 0x09
+    break :blk out;
+};
+
+// ---------------------------------------------------------------- the field mod p = 2^521 - 1
+
+const limb_count = 18;
+const radix = 29;
+const mask: u64 = (1 << radix) - 1;
+const top_bits = 521 - radix * (limb_count - 1); // 28 bits of the value in the top limb
+
+/// Σ limb[i]·2^(29·i). After `carry` every limb is below 2^29 (value < 2^522, not
+/// necessarily below p); `canonical` gives the unique representative below p.
+const F = [limb_count]u64;
+
+const f_zero: F = @splat(0);
+const f_one: F = blk: {
+    var one: F = @splat(0);
+    one[0] = 1;
+    break :blk one;
+};
+
+/// 4p limb by limb: every limb is above any normalized limb, so a + 4p - b never underflows.
+const four_p: F = blk: {
+    var out: F = @splat((mask) * 4);
+    out[limb_count - 1] = ((1 << top_bits) - 1) * 4;
+    break :blk out;
+};
+
+/// Moves each limb's excess into the next; returns what leaves the top limb.
+fn propagate(a: *F) u64 {
+    var c: u64 = 0;
+    for (a) |*l| {
+        l.* += c;
+        c = l.* >> radix;
+        l.* &= mask;
+    }
+    return c;
+}
+
+/// Normalizes: 2^522 ≡ 2 (mod p), so a carry out of the top re-enters doubled at the bottom.
+fn carry(a: *F) void {
+    var c = propagate(a);
+    while (c != 0) {
+        a[0] += 2 * c;
+        c = propagate(a);
+    }
+}
+
+fn fadd(a: F, b: F) F {
+    var r: F = undefined;
+    for (&r, a, b) |*x, y, z| x.* = y + z;
+    carry(&r);
+    return r;
+}
+
+fn fsub(a: F, b: F) F {
+    var r: F = undefined;
+    for (&r, a, b, four_p) |*x, y, z, q| x.* = y + q - z;
+    carry(&r);
+    return r;
+}
+
+fn ftimes(a: F, comptime k: u64) F {
+    var r: F = undefined;
+    for (&r, a) |*x, y| x.* = y * k;
+    carry(&r);
+    return r;
+}
+
+/// Inputs normalized (limbs < 2^29): a column holds at most 18 products below 2^58, and a
+/// folded high column adds twice at most 17 more, so every sum stays below 2^64.
+fn fmul(a: F, b: F) F {
+    var c: [2 * limb_count - 1]u64 = @splat(0);
+    for (a, 0..) |x, i| {
+        for (b, 0..) |y, j| c[i + j] += x * y;
+    }
+    var r: F = undefined;
+    for (&r, 0..) |*x, k| x.* = c[k] + if (k + limb_count < c.len) 2 * c[k + limb_count] else 0;
+    carry(&r);
+    return r;
+}
+
+fn fsq(a: F) F {
+    return fmul(a, a);
+}
+
+fn isP(a: F) bool {
+    for (a[0 .. limb_count - 1]) |l| if (l != mask) return false;
+    return a[limb_count - 1] == (1 << top_bits) - 1;
+}
+
+/// The representative below p.
+fn canonical(a: F) F {
+    var r = a;
+    carry(&r);
+    while (true) { // 2^521 ≡ 1: fold bit 521 and above back to the bottom
+        const hi = r[limb_count - 1] >> top_bits;
+        if (hi == 0) break;
+        r[limb_count - 1] &= (1 << top_bits) - 1;
+        r[0] += hi;
+        _ = propagate(&r);
+    }
+    return if (isP(r)) f_zero else r;
+}
+
+fn feql(a: F, b: F) bool {
+    return std.mem.eql(u64, &canonical(a), &canonical(b));
+}
+
+fn fIsZero(a: F) bool {
+    return feql(a, f_zero);
+}
+
+/// Big-endian bytes to a field element; null unless the value is below p.
+fn fromBytes(b: *const [coord_len]u8) ?F {
+    if (b[0] > 1) return null; // at most 521 bits
+    var r: F = @splat(0);
+    var acc: u64 = 0;
+    var bits: u6 = 0;
+    var li: usize = 0;
+    var i: usize = coord_len;
+    while (i > 0) {
+        i -= 1;
+        acc |= @as(u64, b[i]) << bits;
+        bits += 8;
+        if (bits >= radix) {
+            r[li] = acc & mask;
+            li += 1;
+            acc >>= radix;
+            bits -= radix;
+        }
+    }
+    if (li < limb_count) r[li] = acc;
+    if (isP(r)) return null;
+    return r;
+}
+
+fn toBytes(a: F) [coord_len]u8 {
+    const r = canonical(a);
+    var out: [coord_len]u8 = @splat(0);
+    var acc: u64 = 0;
+    var bits: u7 = 0;
+    var li: usize = 0;
+    var i: usize = coord_len;
+    while (i > 0) {
+        while (bits < 8 and li < limb_count) : (li += 1) {
+            acc |= r[li] << @intCast(bits);
+            bits += radix;
+        }
+        i -= 1;
+        out[i] = @truncate(acc);
+        acc >>= 8;
+        bits -|= 8;
+    }
     return out;
 }
-const p_minus_2 = minusTwo(p_bytes);
-const n_minus_2 = minusTwo(n_bytes);
 
-const Curve = struct { p: M, n: M, b: Fe, g: Point, one: Fe, zero: Fe };
-
-/// Jacobian point (X/Z², Y/Z³), coordinates in Montgomery form; Z = 0 is infinity.
-const Point = struct { x: Fe, y: Fe, z: Fe };
-
-var curve_state: ?Curve = null;
-
-/// The moduli need runtime setup (R² computation): done once, on first use.
-fn curve() *const Curve {
-    if (curve_state == null) {
-        const p = M.fromBytes(&p_bytes, .big) catch unreachable;
-        const one = montgomery(p, &[_]u8{1}) catch unreachable;
-        var zero = p.zero;
-        zero.montgomery = true;
-        curve_state = .{
-            .p = p,
-            .n = M.fromBytes(&n_bytes, .big) catch unreachable,
-            .b = montgomery(p, &b_bytes) catch unreachable,
-            .g = .{ .x = montgomery(p, &gx_bytes) catch unreachable, .y = montgomery(p, &gy_bytes) catch unreachable, .z = one },
-            .one = one,
-            .zero = zero,
-        };
+/// a^(p-2) = a^-1: p - 2 = 2^521 - 3 has every bit set but bit 1.
+fn finv(a: F) F {
+    var r = a;
+    var i: usize = 520;
+    while (i > 0) {
+        i -= 1;
+        r = fsq(r);
+        if (i != 1) r = fmul(r, a);
     }
-    return &curve_state.?;
+    return r;
 }
 
-fn montgomery(m: M, bytes: []const u8) error{Invalid}!Fe {
-    var x = Fe.fromBytes(m, bytes, .big) catch return error.Invalid; // also rejects values >= m
-    m.toMontgomery(&x) catch unreachable;
-    return x;
-}
+// ---------------------------------------------------------------- the curve
+
+const b_coef = fromBytes(&b_bytes).?;
+const generator: Point = .{ .x = fromBytes(&gx_bytes).?, .y = fromBytes(&gy_bytes).?, .z = f_one };
+const infinity: Point = .{ .x = f_one, .y = f_one, .z = f_zero };
+
+/// Jacobian point (X/Z², Y/Z³); Z = 0 is the point at infinity.
+const Point = struct { x: F, y: F, z: F };
 
 /// A validated public key: both coordinates below p and the point on the curve.
-pub const PublicKey = struct { x: Fe, y: Fe };
+pub const PublicKey = struct { x: F, y: F };
 
 pub fn publicKey(x: []const u8, y: []const u8) error{Invalid}!PublicKey {
     if (x.len != coord_len or y.len != coord_len) return error.Invalid;
-    const c = curve();
-    const px = try montgomery(c.p, x);
-    const py = try montgomery(c.p, y);
+    const px = fromBytes(x[0..coord_len]) orelse return error.Invalid;
+    const py = fromBytes(y[0..coord_len]) orelse return error.Invalid;
     // y² = x³ - 3x + b
-    const m = c.p;
-    const x3 = m.mul(m.sq(px), px);
-    const rhs = m.add(m.sub(x3, times(m, px, 3)), c.b);
-    if (!m.sq(py).eql(rhs)) return error.Invalid;
+    const rhs = fadd(fsub(fmul(fsq(px), px), ftimes(px, 3)), b_coef);
+    if (!feql(fsq(py), rhs)) return error.Invalid;
     return .{ .x = px, .y = py };
 }
 
-fn times(m: M, x: Fe, comptime k: comptime_int) Fe {
-    var out = x;
-    for (1..k) |_| out = m.add(out, x);
-    return out;
-}
-
 fn isInfinity(a: Point) bool {
-    return a.z.isZero();
+    return fIsZero(a.z);
 }
 
 /// dbl-2001-b (a = -3).
-fn double(c: *const Curve, a: Point) Point {
-    if (isInfinity(a) or a.y.isZero()) return .{ .x = c.one, .y = c.one, .z = c.zero };
-    const m = c.p;
-    const delta = m.sq(a.z);
-    const gamma = m.sq(a.y);
-    const beta = m.mul(a.x, gamma);
-    const alpha = times(m, m.mul(m.sub(a.x, delta), m.add(a.x, delta)), 3);
-    const x3 = m.sub(m.sq(alpha), times(m, beta, 8));
-    const z3 = m.sub(m.sub(m.sq(m.add(a.y, a.z)), gamma), delta);
-    const y3 = m.sub(m.mul(alpha, m.sub(times(m, beta, 4), x3)), times(m, m.sq(gamma), 8));
+fn double(a: Point) Point {
+    if (isInfinity(a) or fIsZero(a.y)) return infinity;
+    const delta = fsq(a.z);
+    const gamma = fsq(a.y);
+    const beta = fmul(a.x, gamma);
+    const alpha = ftimes(fmul(fsub(a.x, delta), fadd(a.x, delta)), 3);
+    const x3 = fsub(fsq(alpha), ftimes(beta, 8));
+    const z3 = fsub(fsub(fsq(fadd(a.y, a.z)), gamma), delta);
+    const y3 = fsub(fmul(alpha, fsub(ftimes(beta, 4), x3)), ftimes(fsq(gamma), 8));
     return .{ .x = x3, .y = y3, .z = z3 };
 }
 
 /// add-2007-bl, with the doubling and inverse cases handled explicitly.
-fn add(c: *const Curve, a: Point, b: Point) Point {
+fn add(a: Point, b: Point) Point {
     if (isInfinity(a)) return b;
     if (isInfinity(b)) return a;
-    const m = c.p;
-    const z1z1 = m.sq(a.z);
-    const z2z2 = m.sq(b.z);
-    const u_1 = m.mul(a.x, z2z2);
-    const u_2 = m.mul(b.x, z1z1);
-    const s1 = m.mul(m.mul(a.y, b.z), z2z2);
-    const s2 = m.mul(m.mul(b.y, a.z), z1z1);
-    const h = m.sub(u_2, u_1);
-    const r = times(m, m.sub(s2, s1), 2);
-    if (h.isZero()) {
-        if (r.isZero()) return double(c, a);
-        return .{ .x = c.one, .y = c.one, .z = c.zero };
-    }
-    const i = m.sq(times(m, h, 2));
-    const j = m.mul(h, i);
-    const v = m.mul(u_1, i);
-    const x3 = m.sub(m.sub(m.sq(r), j), times(m, v, 2));
-    const y3 = m.sub(m.mul(r, m.sub(v, x3)), times(m, m.mul(s1, j), 2));
-    const z3 = m.mul(m.sub(m.sub(m.sq(m.add(a.z, b.z)), z1z1), z2z2), h);
+    const z1z1 = fsq(a.z);
+    const z2z2 = fsq(b.z);
+    const u_1 = fmul(a.x, z2z2);
+    const u_2 = fmul(b.x, z1z1);
+    const s1 = fmul(fmul(a.y, b.z), z2z2);
+    const s2 = fmul(fmul(b.y, a.z), z1z1);
+    const h = fsub(u_2, u_1);
+    const r = ftimes(fsub(s2, s1), 2);
+    if (fIsZero(h)) return if (fIsZero(r)) double(a) else infinity;
+    const i = fsq(ftimes(h, 2));
+    const j = fmul(h, i);
+    const v = fmul(u_1, i);
+    const x3 = fsub(fsub(fsq(r), j), ftimes(v, 2));
+    const y3 = fsub(fmul(r, fsub(v, x3)), ftimes(fmul(s1, j), 2));
+    const z3 = fmul(fsub(fsub(fsq(fadd(a.z, b.z)), z1z1), z2z2), h);
     return .{ .x = x3, .y = y3, .z = z3 };
 }
 
@@ -140,14 +269,22 @@ fn bit(bytes: *const [coord_len]u8, i: usize) bool {
     return (bytes[coord_len - 1 - i / 8] >> @intCast(i % 8)) & 1 == 1;
 }
 
+var n_state: ?M = null;
+
+/// The order's Montgomery setup (R² computation) happens once, on first use.
+fn order() M {
+    if (n_state == null) n_state = M.fromBytes(&n_bytes, .big) catch unreachable;
+    return n_state.?;
+}
+
 /// A scalar mod n from big-endian bytes: null when it is 0 or >= n.
-fn scalar(n: M, bytes: []const u8) ?Fe {
-    const s = Fe.fromBytes(n, bytes, .big) catch return null;
+fn scalar(n: M, bytes: []const u8) ?Scalar {
+    const s = Scalar.fromBytes(n, bytes, .big) catch return null;
     if (s.isZero()) return null;
     return s;
 }
 
-fn scalarBytes(x: Fe) [coord_len]u8 {
+fn scalarBytes(x: Scalar) [coord_len]u8 {
     var out: [coord_len]u8 = undefined;
     x.toBytes(&out, .big) catch unreachable;
     return out;
@@ -156,36 +293,33 @@ fn scalarBytes(x: Fe) [coord_len]u8 {
 /// True when `sig` (r ‖ s, 132 bytes) is a valid ES512 signature of `msg` (SEC 1 §4.1.4).
 pub fn verify(pk: PublicKey, msg: []const u8, sig: []const u8) bool {
     if (sig.len != signature_len) return false;
-    const c = curve();
-    const n = c.n;
+    const n = order();
     const r = scalar(n, sig[0..coord_len]) orelse return false;
     const s = scalar(n, sig[coord_len..]) orelse return false;
     var digest: [Sha512.digest_length]u8 = undefined;
     Sha512.hash(msg, &digest, .{});
     // The 512-bit digest is shorter than n (521 bits), so it is used whole.
-    const e = Fe.fromBytes(n, &digest, .big) catch return false;
+    const e = Scalar.fromBytes(n, &digest, .big) catch return false;
     const w = n.powWithEncodedPublicExponent(s, &n_minus_2, .big) catch return false;
     const u_1 = scalarBytes(n.mul(e, w));
     const u_2 = scalarBytes(n.mul(r, w));
 
-    const q: Point = .{ .x = pk.x, .y = pk.y, .z = c.one };
-    const gq = add(c, c.g, q);
-    var acc: Point = .{ .x = c.one, .y = c.one, .z = c.zero };
+    const q: Point = .{ .x = pk.x, .y = pk.y, .z = f_one };
+    const gq = add(generator, q);
+    var acc = infinity;
     var i: usize = 521;
     while (i > 0) {
         i -= 1;
-        acc = double(c, acc);
+        acc = double(acc);
         const b1 = bit(&u_1, i);
         const b2 = bit(&u_2, i);
-        if (b1 and b2) acc = add(c, acc, gq) else if (b1) acc = add(c, acc, c.g) else if (b2) acc = add(c, acc, q);
+        if (b1 and b2) acc = add(acc, gq) else if (b1) acc = add(acc, generator) else if (b2) acc = add(acc, q);
     }
     if (isInfinity(acc)) return false;
 
-    // Affine x = X / Z², then compared with r modulo n.
-    const p = c.p;
-    const z_inv = p.powWithEncodedPublicExponent(acc.z, &p_minus_2, .big) catch return false;
-    var x = p.mul(acc.x, p.sq(z_inv));
-    p.fromMontgomery(&x) catch return false;
-    const x_mod_n = n.reduce(x.v);
-    return std.mem.eql(u8, &scalarBytes(x_mod_n), &scalarBytes(r));
+    // Affine x = X / Z², then compared with r modulo n (x < p < 2n).
+    const z_inv = finv(acc.z);
+    const x_bytes = toBytes(fmul(acc.x, fsq(z_inv)));
+    const x_int = ff.Uint(521).fromBytes(&x_bytes, .big) catch return false;
+    return std.mem.eql(u8, &scalarBytes(n.reduce(x_int)), &scalarBytes(r));
 }

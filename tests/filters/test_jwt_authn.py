@@ -8,6 +8,8 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from proxywasm_host import PluginRejected
 from filterkit import AUD, ISS, T0, jwt_config, mint, provider, request
@@ -1026,3 +1028,26 @@ def test_schema_and_filter_agree_on_the_new_fields(host, jwt_wasm, keys, top, ov
         assert len(problems) == 1 and problems[0].startswith(f"{bad}: "), problems
         with pytest.raises(PluginRejected):
             load(host, jwt_wasm, json.dumps(cfg))
+
+
+def test_es512_with_many_keys(host, jwt_wasm, keys):
+    """Random keys and messages exercise the P-521 field's carries and reductions."""
+    signers = [ec.generate_private_key(ec.SECP521R1()) for _ in range(8)]
+    jwks = {"keys": [ECAlgorithm.to_jwk(k.public_key(), as_dict=True) | {"kid": f"e{i}"} for i, k in enumerate(signers)]}
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks=jwks)))
+    for i, key in enumerate(signers):
+        token = mint(keys, "ES512", {"n": i}, kid=f"e{i}", key=key)
+        s = p.http_stream()
+        request(s, token)
+        assert forwarded(s), i
+        s = p.http_stream()
+        request(s, mint(keys, "ES512", {"n": i}, kid=f"e{(i + 1) % len(signers)}", key=key))
+        assert_denied(s, 401, "Jwt verification fails")
+
+
+def test_p521_coordinates_not_below_p_are_refused(host, jwt_wasm, keys):
+    good = keys.jwks()["keys"][3]
+    p_bytes = b64((2**521 - 1).to_bytes(66, "big"))
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [good, good | {"kid": "bad", "x": p_bytes}]})))
+    assert [r.message for r in p.logs if r.message.endswith("key skipped")] == [
+        'jwt_authn: providers[0].local_jwks.keys[1].x (kid "bad"): point is not on the curve; key skipped']
