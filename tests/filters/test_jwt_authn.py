@@ -840,7 +840,8 @@ def test_numeric_dates_of_any_json_number_form(plugin, claims):
 
 def two_location_plugin(host, jwt_wasm, keys, **over):
     return load(host, jwt_wasm, jwt_config(provider(
-        keys, from_headers=[{"name": "authorization", "value_prefix": "Bearer "}], from_params=["access_token"], **over)))
+        keys, from_headers=[{"name": "authorization", "value_prefix": "Bearer "}, {"name": "x-token"}],
+        from_params=["access_token"], **over)))
 
 
 def run(p, path: str, headers=None):
@@ -866,20 +867,23 @@ def test_every_token_is_verified_and_any_invalid_one_fails(host, jwt_wasm, keys)
     good, other_good = mint(keys, "ES256"), mint(keys, "RS256", {"sub": "bob"})
     bad = mint(keys, "ES256", {"exp": T0 - 3600})
     auth = lambda t: ("authorization", f"Bearer {t}")  # noqa: E731
+    xtok = lambda t: ("x-token", t)  # noqa: E731
+    # Repeated lines use x-token: Envoy joins repeated Authorization lines into one value before filters run.
     cases = [
         (f"/api?access_token={bad}", [auth(good)]),
         (f"/api?access_token={good}", [auth(bad)]),
         (f"/api?access_token={good}&access_token={bad}", []),
         (f"/api?access_token={bad}&access_token={good}", []),
-        ("/api", [auth(good), auth(bad)]),
-        ("/api", [auth(bad), auth(good)]),
+        ("/api", [xtok(good), xtok(bad)]),
+        ("/api", [xtok(bad), xtok(good)]),
+        ("/api", [auth(good), xtok(bad)]),
     ]
     for path, headers in cases:
         assert_denied(run(p, path, headers), 401, "Jwt is expired")
-    s = run(p, f"/api?access_token={other_good}&x=1", [auth(good), auth(other_good)])
+    s = run(p, f"/api?access_token={other_good}&x=1", [auth(good), xtok(good), xtok(other_good)])
     assert forwarded(s)
     up = s.upstream_request.headers
-    assert "authorization" not in up and up.get(":path") == "/api?x=1"
+    assert "authorization" not in up and "x-token" not in up and up.get(":path") == "/api?x=1"
 
 
 @pytest.mark.parametrize("mode,value,ok", [
