@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..module import cache_dir
+from . import envoy_image
 from .common import CliError, Result, UsageError, progress, read_wasm, text_arg
 
 DEFAULT_ADMIN = "http://127.0.0.1:19000"
@@ -46,6 +47,7 @@ def register(sub: Any, common: argparse.ArgumentParser, plugin: argparse.Argumen
                    help="how long to wait for Envoy to apply the update (default 15)")
     p.add_argument("--skip-envoy", action="store_true", help="no envoy --mode validate pre-flight")
     p.set_defaults(func=cmd_envoy_publish, show=print_publish)
+    envoy_image.register(envoy_sub, common)
 
 
 # -- the running `envoy up` -------------------------------------------------------------

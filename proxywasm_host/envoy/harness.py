@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,7 +24,6 @@ from typing import Any, Sequence
 
 import httpx
 
-from ..extras import MissingExtra
 from . import config as cfg
 from .config import FilterSpec, ListenerSpec, StaticFilter, WasmFilter
 from .publish import PublishResult, admin_stats, ecds_stats, publish, published, write_ecds
@@ -84,7 +84,7 @@ class EnvoyHarness:
         workdir: str | os.PathLike[str] | None = None,
         envoy_bin: str | None = None,
         use_docker: bool = False,
-        docker_image: str = DOCKER_IMAGE,
+        docker_image: str | None = None,
         extra_args: Sequence[str] = (),
         start_timeout: float = 30.0,
         validate_with_envoy: bool = True,
@@ -108,7 +108,8 @@ class EnvoyHarness:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="proxywasm-envoy-"))
         self.envoy_bin = envoy_bin
         self.use_docker = use_docker
-        self.docker_image = docker_image
+        self.docker_image = docker_image  # None: envoyproxy/envoy:v1.40.0 if present or pullable, else the local image
+        self.docker_image_source = "given" if docker_image else ""  # how the image was chosen (docker_envoy.ImageChoice)
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
         self.validate_with_envoy = validate_with_envoy
@@ -212,12 +213,17 @@ class EnvoyHarness:
         return self
 
     def _start_docker(self, args: list[str]) -> None:
+        from .docker_envoy import choose_image, docker_client, no_running_engine
+
+        client = docker_client()
         try:
-            import docker  # type: ignore[import-untyped]
-        except ImportError:
-            raise MissingExtra("use_docker=True needs docker: pip install 'proxywasm-host[docker]'") from None
-        client = docker.from_env()
-        client.ping()
+            client.ping()
+        except Exception:  # noqa: BLE001 - any failure means no engine answers
+            raise EnvoyError(f"use_docker=True: {no_running_engine()}") from None
+        if self.docker_image is None:
+            choice = choose_image(client)
+            self.docker_image, self.docker_image_source = choice.image, choice.source
+            logging.getLogger(__name__).info("Envoy in Docker: %s", choice.describe())
         # Same paths inside and outside, host networking: 127.0.0.1 and the
         # config/ECDS/wasm paths mean the same thing on both sides.
         self._docker = client.containers.run(
