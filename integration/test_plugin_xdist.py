@@ -2,7 +2,6 @@
 time, each on ports Envoy picked (no fixed port to collide on)."""
 from __future__ import annotations
 
-
 import pytest
 
 from conftest import version_filter
