@@ -110,7 +110,7 @@ def cmd_envoy_up(args: argparse.Namespace) -> Result:
         print(f"admin: {env.admin_url}", flush=True)
         print(f"publish a new build: proxywasm envoy publish {name} {module}", flush=True)
 
-    progress("starting Envoy")
+    progress("building filters/ with filters/build.py, then starting Envoy" if build else "starting Envoy")
     try:
         return {}, run_dev_loop(filters, opts, log=lambda line: print(line, flush=True), on_ready=ready)
     except KeyboardInterrupt:  # Ctrl-C outside the loop's own handler (during the first build)

@@ -21,7 +21,6 @@ def register(sub: Any, common: argparse.ArgumentParser, plugin: argparse.Argumen
 def cmd_inspect(args: argparse.Namespace) -> Result:
     data = read_wasm(args.module)
     options = PluginOptions.from_args(args.module, args).host_options()
-    del options["environment"]
     try:
         report = inspect_module(data, label=args.module, start=not args.no_start, **options)
     except ModuleLoadError as e:
