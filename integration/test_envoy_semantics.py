@@ -32,7 +32,7 @@ def allocation_sizes_aside(report: ParityReport) -> list[str]:
     headers Envoy's router and codec added after the filters (MASKED), so the pairs differ in size."""
     sized = [_ALLOCATE.sub("proxy_on_memory_allocate(N)", c) for c in report.envoy.callbacks]
     host = [_ALLOCATE.sub("proxy_on_memory_allocate(N)", c) for c in report.host.callbacks]
-    out = [str(d) for d in report.differences if not d.observation.startswith("callbacks from")]
+    out = [str(d) for d in report.differences if not d.observation.startswith("callbacks of context")]
     return out + ([] if sized == host else ["callbacks differ beyond allocation sizes"])
 
 

@@ -9,7 +9,7 @@ body the upstream got (or that the request never reached it), the HTTP callouts 
 method, path, headers, body); per connection of a network filter: the bytes each side received and
 who closed. Over the whole run: whether each side loaded the filters, every filter log line per
 Envoy log prefix in time order with its level, the wasmcustom counters and gauges, the callbacks
-that trapped, and the worker's callbacks and non-zero hostcall results from both traces.
+that trapped, and the worker's callbacks and non-zero hostcall results from both traces, per context.
 What is masked is listed in `MASKED`, by name; nothing else is ignored.
 
 A scenario with `connections` runs its one filter as a network filter instead: in Envoy before
@@ -56,6 +56,8 @@ MASKED = (
     "values of x-request-id and any UUID in headers or log lines (generated)",
     "port numbers in 127.0.0.1:PORT values (ephemeral)",
     "histogram metrics (Envoy's stats report quantiles, not samples)",
+    "how different contexts' traced callbacks interleave (network events race in Envoy; each context's own "
+    "sequence is compared)",
 )
 _CLIENT_MASK = {"date", "server", "x-envoy-upstream-service-time"}
 _UPSTREAM_MASK = {"x-envoy-expected-rq-timeout-ms"}
@@ -205,6 +207,9 @@ class Side:
     traps: list[str] = field(default_factory=list)  # the callbacks that trapped, in order
     callbacks: list[str] = field(default_factory=list)  # the worker's callbacks with arguments, from the trace
     hostcall_errors: list[str] = field(default_factory=list)  # its hostcalls that returned non-zero
+    #: context id -> (its callbacks, its hostcall errors): what is compared, since Envoy's network
+    #: events race, so different contexts' callbacks interleave as they arrive
+    by_context: dict[int, tuple[list[str], list[str]]] = field(default_factory=dict)
     log_text: str = ""  # the raw log, for a failure report
 
 
@@ -295,23 +300,34 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
     if envoy.metrics != host.metrics:
         keys = sorted(k for k in set(envoy.metrics) | set(host.metrics) if envoy.metrics.get(k) != host.metrics.get(k))
         diffs.append(Difference("metrics", {k: envoy.metrics.get(k) for k in keys}, {k: host.metrics.get(k) for k in keys}))
-    for name in ("traps", "callbacks", "hostcall_errors"):
-        e_seq, h_seq = getattr(envoy, name), getattr(host, name)
-        if e_seq != h_seq:
-            at = next((i for i, (a, b) in enumerate(zip(e_seq, h_seq)) if a != b), min(len(e_seq), len(h_seq)))
-            diffs.append(Difference(f"{name.replace('_', ' ')} from #{at}", e_seq[at:at + 5], h_seq[at:at + 5]))
+    diffs += _sequence_diffs("traps", envoy.traps, host.traps)
+    for context in sorted(set(envoy.by_context) | set(host.by_context)):
+        (e_calls, e_errors), (h_calls, h_errors) = (side.by_context.get(context, ([], [])) for side in (envoy, host))
+        diffs += _sequence_diffs(f"callbacks of context {context}", e_calls, h_calls)
+        diffs += _sequence_diffs(f"hostcall errors of context {context}", e_errors, h_errors)
     return diffs
+
+
+def _sequence_diffs(name: str, e_seq: list[str], h_seq: list[str]) -> list[Difference]:
+    """The first place two sequences part, with five entries from there on each side."""
+    if e_seq == h_seq:
+        return []
+    at = next((i for i, (a, b) in enumerate(zip(e_seq, h_seq)) if a != b), min(len(e_seq), len(h_seq)))
+    return [Difference(f"{name} from #{at}", e_seq[at:at + 5], h_seq[at:at + 5])]
 
 
 _TRAP = re.compile(r"Function: (\w+) failed")
 
 
-def summarize_trace(lines: list[str]) -> tuple[list[str], list[str]]:
-    """(callbacks with their arguments, hostcalls that returned non-zero) of a worker's trace from
-    its first stream on; ticks are left out (Envoy's fire on a real clock)."""
+def summarize_trace(lines: list[str]) -> tuple[list[str], list[str], dict[int, tuple[list[str], list[str]]]]:
+    """(callbacks with their arguments, hostcalls that returned non-zero, both per context) of a
+    worker's trace from its first stream on; ticks are left out (Envoy's fire on a real clock).
+    An allocation, or a hostcall, belongs to the context whose callback is running."""
     start = next((i for i, line in enumerate(lines) if _STREAM_CREATED.match(line)), len(lines))
     callbacks: list[str] = []
     errors: list[str] = []
+    by_context: dict[int, tuple[list[str], list[str]]] = {}
+    running: list[int] = []  # the contexts of the callbacks in progress, innermost last
     in_tick = 0
     for line in lines[start:]:
         direction, _, call = line.partition("] ")
@@ -321,9 +337,20 @@ def summarize_trace(lines: list[str]) -> tuple[list[str], list[str]]:
             continue
         elif direction == "[host->vm":
             callbacks.append(call)
+            context = _CONTEXT_ARG.match(call)
+            if context and not call.startswith(_ALLOCATORS):
+                running.append(int(context.group(1)))
+            by_context.setdefault(running[-1] if running else 0, ([], []))[0].append(call)
+        elif direction == "[host<-vm" and running and not call.startswith(_ALLOCATORS):
+            running.pop()
         elif direction == "[vm<-host" and not call.endswith((" return: 0", " return: void")):
             errors.append(call)
-    return callbacks, errors
+            by_context.setdefault(running[-1] if running else 0, ([], []))[1].append(call)
+    return callbacks, errors, by_context
+
+
+_CONTEXT_ARG = re.compile(r"^\w+\((\d+)")
+_ALLOCATORS = ("proxy_on_memory_allocate", "malloc")
 
 
 _STREAM_CREATED = re.compile(r"^\[host->vm\] proxy_on_context_create\(\d+, [1-9]\d*\)$")
@@ -462,7 +489,7 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
         side.log_text += f"[{record.level}] wasm log{record.prefix}: {record.message}\n"
     side.metrics = {k: v for k, v in host.metrics.snapshot().items() if isinstance(v, int)}
     if scenario.workers == 1:  # with more, Envoy's threads interleave their traces
-        side.callbacks, side.hostcall_errors = summarize_trace(host.trace or [])
+        side.callbacks, side.hostcall_errors, side.by_context = summarize_trace(host.trace or [])
     side.traps = traps
     return side
 
@@ -751,7 +778,7 @@ def run_envoy(scenario: Scenario) -> Side:
         side.traps = _TRAP.findall("\n".join(line for line in log.splitlines() if "][wasm]" in line and "[error]" in line))
         if scenario.workers == 1:
             worker = next((lines for lines in trace_by_thread(log).values() if any(map(_STREAM_CREATED.match, lines))), [])
-            side.callbacks, side.hostcall_errors = summarize_trace(worker)
+            side.callbacks, side.hostcall_errors, side.by_context = summarize_trace(worker)
         return side
 
 
