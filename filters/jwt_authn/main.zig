@@ -552,12 +552,10 @@ fn percentDecode(a: std.mem.Allocator, s: []const u8) []const u8 {
     var n: usize = 0;
     var i: usize = 0;
     while (i < s.len) : (n += 1) {
-        if (s[i] == '%' and i + 2 < s.len) {
-            if (std.fmt.parseInt(u8, s[i + 1 .. i + 3], 16)) |b| {
-                out[n] = b;
-                i += 3;
-                continue;
-            } else |_| {}
+        if (s[i] == '%' and i + 2 < s.len and std.ascii.isHex(s[i + 1]) and std.ascii.isHex(s[i + 2])) {
+            out[n] = std.fmt.parseInt(u8, s[i + 1 .. i + 3], 16) catch unreachable;
+            i += 3;
+            continue;
         }
         out[n] = s[i];
         i += 1;
