@@ -653,7 +653,8 @@ def rsa_key(bits: int, cache=None):
 
 @pytest.fixture(scope="session")
 def rsa_keys(request) -> dict:
-    return {bits: rsa_key(bits, request.config.cache if bits >= 4096 else None) for bits in (2049, 2560, 3001, 8192)}
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    return {bits: rsa_key(bits, cache if bits >= 4096 else None) for bits in (2049, 2560, 3001, 8192)}
 
 
 @pytest.mark.parametrize("bits", [2049, 2560, 3001, 8192])
@@ -1055,3 +1056,18 @@ def test_p521_coordinates_not_below_p_are_refused(host, jwt_wasm, keys):
     p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [good, good | {"kid": "bad", "x": p_bytes}]})))
     assert [r.message for r in p.logs if r.message.endswith("key skipped")] == [
         'jwt_authn: providers[0].local_jwks.keys[1].x (kid "bad"): point is not on the curve; key skipped']
+
+
+def test_rsa_keys_outside_the_supported_range_are_skipped(host, jwt_wasm, keys):
+    from jwt.algorithms import RSAAlgorithm
+    good = RSAAlgorithm.to_jwk(keys.rsa.public_key(), as_dict=True)
+    huge_n = b64((1 << 16391 | 1).to_bytes(2049, "big"))  # 16392 bits, odd
+    bad = [good | {"kid": "huge", "n": huge_n}, good | {"kid": "even-e", "e": b64(b"\x01\x00\x00")}]
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": bad + [good | {"kid": "rsa"}]})))
+    assert [r.message for r in p.logs if r.message.endswith("key skipped")] == [
+        'jwt_authn: providers[0].local_jwks.keys[0].n (kid "huge"): RSA key of 16392 bits is above 16384; key skipped',
+        'jwt_authn: providers[0].local_jwks.keys[1].e (kid "even-e"): invalid RSA exponent (odd, above 1, at most 32 bits);'
+        ' key skipped']
+    s = p.http_stream()
+    request(s, mint(keys, "RS256"))
+    assert forwarded(s)
