@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests examples -q
 
 e2e: $(STAMP)
-	$(PY) -m pytest integration -q
+	$(PY) -m pytest integration -q -rs  # -rs: each skipped test with its reason (Docker, Rust)
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -25,7 +25,10 @@ from proxywasm_host.cli import main
 from proxywasm_host.envoy import EchoUpstream, WasmFilter, find_envoy
 from proxywasm_host.envoy.fixtures import envoy_harness
 
+from proxywasm_host.parity import run_parity
+
 from conftest import version_filter
+from scenarios import Keys
 from test_cli_publish import SECRET, ready, repo_copy  # noqa: F401  # repo_copy: envoy/ and filters/out in tmp_path
 
 # The same tests as without Docker, collected here again: PROXYWASM_ENVOY_DOCKER=1 (set below for this module)
@@ -37,6 +40,7 @@ from test_hot_reload import (test_hot_reload_code_then_config_under_load,  # noq
                              test_update_refused_by_envoy_itself_keeps_old_filter)
 from test_jwt_e2e import (jwt_env, jwt_up, local, test_invalid_configuration_is_refused_and_old_one_keeps_serving,  # noqa: F401
                           test_remote_jwks_served_from_cluster, test_valid_token_is_forwarded_with_claims)
+from test_parity import CASES as PARITY_CASES
 from test_ratelimit_e2e import (rl_env, test_client_ip_descriptor_uses_the_peer_address,  # noqa: F401
                                 test_sequential_limits_and_headers)
 
@@ -154,9 +158,12 @@ def _free_port() -> int:
 def test_compose_up_publish_from_the_host_down(repo_copy: Path,  # noqa: F811  # the fixture imported above
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """envoy/compose.yaml as the README runs it; `proxywasm envoy publish` on the host hot-reloads the container."""
-    from proxywasm_host.envoy.docker_envoy import compose_command, docker_client, local_image_tag
+    from proxywasm_host.envoy.docker_envoy import DockerUnavailable, compose_command, docker_client, local_image_tag
 
-    compose = compose_command()
+    try:
+        compose = compose_command()
+    except DockerUnavailable as e:
+        pytest.skip(f"Docker test skipped: {e}")
     if not docker_client().images.list(name=local_image_tag()):
         assert main(["envoy", "image", "-q", "--json"]) == 0
     listener, admin_port = _free_port(), _free_port()
@@ -208,6 +215,21 @@ def _wait_ready(admin: str, logs, timeout: float = 60.0) -> None:  # type: ignor
         if time.monotonic() > deadline:
             pytest.fail(f"Envoy in compose not ready within {timeout:.0f} s:\n{logs()[-3000:]}")
         time.sleep(0.05)
+
+
+def test_parity_with_envoy_in_a_container(tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parity comparison of test_parity.py gives the same verdict (identical) with Envoy in a container."""
+    from proxywasm_host.envoy.docker_envoy import choose_image, docker_client, write_envoy_script
+
+    monkeypatch.setenv("ENVOY_BIN", str(write_envoy_script(tmp_path / "envoy", choose_image().image,
+                                                           mounts=("/tmp", str(REPO)))))
+    since = int(time.time())
+    reports = {name: run_parity(case(keys).scenario, start_time=time.time()) for name, case in PARITY_CASES.items()}
+    for name, report in reports.items():
+        assert report.identical, f"{name}: {report.text()}\n--- Envoy wasm log ---\n{report.envoy.log_text}"
+    started = docker_client().events(since=since, until=int(time.time()) + 1, decode=True,
+                                     filters={"type": "container", "event": "start"})
+    assert sum(1 for _ in started) >= len(PARITY_CASES)  # each scenario's Envoy was a container
 
 
 def test_bad_situations_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

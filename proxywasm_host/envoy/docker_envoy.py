@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -181,6 +182,18 @@ def compose_command() -> list[str]:
         return ["docker-compose"]
     raise DockerUnavailable("compose is missing: neither `docker compose` (the compose plugin) nor `docker-compose` "
                             "is installed (Debian: apt-get install docker-compose)")
+
+
+def write_envoy_script(path: str | os.PathLike[str], image: str, mounts: tuple[str, ...] = ("/tmp",)) -> Path:
+    """An `envoy` that runs Envoy in `image` (host network, the caller's user, each of `mounts` and the
+    working directory at the same path): with ENVOY_BIN naming it, whatever runs an Envoy binary (parity,
+    StaticEnvoy, publish's validate) runs the container. Docker forwards SIGTERM to Envoy; --rm removes it."""
+    volumes = " ".join(f"-v {shlex.quote(m)}:{shlex.quote(m)}" for m in mounts)
+    script = Path(path)
+    script.write_text(f"#!/bin/sh\nexec docker run --rm -i --network host --user \"$(id -u):$(id -g)\" {volumes} "
+                      f"-v \"$PWD:$PWD\" -w \"$PWD\" {shlex.quote(image)} envoy \"$@\"\n")
+    script.chmod(0o755)
+    return script
 
 
 # -- the image -------------------------------------------------------------------------------------

@@ -215,8 +215,12 @@ class StaticEnvoy:
         that spans lines (an embedded newline) is joined back."""
         out: list[tuple[str, str, str, str]] = []
         continuing = False
-        main = str(self.proc.pid) if self.proc is not None else ""
-        for line in self.log().split("\n"):  # not splitlines(): a message may hold \r, \v, \f
+        log = self.log()
+        # the thread of Envoy's first line ("initializing epoch 0") is its main thread: its id is Envoy's PID, as
+        # Envoy sees it (in a container, not the PID of the process we started)
+        first = re.match(r"\[[^\]]*\]\[(\d+)\]", log)
+        main = first.group(1) if first else ""
+        for line in log.split("\n"):  # not splitlines(): a message may hold \r, \v, \f
             m = _WASM_LOG.match(line)
             if m:
                 thread = "main" if m.group(1) == main else "worker"
