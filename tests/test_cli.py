@@ -578,7 +578,8 @@ def _free_port() -> int:
 @needs_envoy
 def test_envoy_up_starts_and_stops_on_ctrl_c(tmp_path):
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cache = tmp_path / "cache"  # where envoy up records its instance (not the user's own)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROXYWASM_CACHE_DIR": str(cache)}
     proc = subprocess.Popen([sys.executable, "-u", "-m", "proxywasm_host.cli", "envoy", "up", "--root", str(tmp_path),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
@@ -589,10 +590,12 @@ def test_envoy_up_starts_and_stops_on_ctrl_c(tmp_path):
             if not line:
                 break
             lines.append(line)
-            if " ready in " in line:
+            if line.startswith("publish a new build: "):
                 break
         assert any(f"http://127.0.0.1:{port}/" in ln for ln in lines), lines
         assert any("jwt_authn.wasm does not exist yet" in ln for ln in lines)
+        assert lines[-1] == "publish a new build: proxywasm envoy publish ratelimit filters/out/ratelimit.wasm\n"
+        assert json.loads((cache / "envoy-up.json").read_text())["pid"] == proc.pid
         time.sleep(1)  # let the loop enter its Ctrl-C handler (see the report: a short window before it)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -602,6 +605,7 @@ def test_envoy_up_starts_and_stops_on_ctrl_c(tmp_path):
             proc.wait()
     assert proc.returncode == 0
     assert "stopping" in rest
+    assert not (cache / "envoy-up.json").exists()  # the record goes with the instance
 
 
 # -- parity (usage errors; the runs against Envoy are in integration/test_parity_feature.py) --------
