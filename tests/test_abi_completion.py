@@ -103,6 +103,22 @@ def test_grpc_call_and_stream_inspect_and_answer():
     assert plugin.pending_grpc == []
 
 
+@pytest.mark.parametrize("message, seen", [("not you", b"not you{via_upstream}"), ("", b"via_upstream")])
+def test_grpc_failure_message_as_envoy_enhances_it(message, seen):
+    """Envoy's gRPC client appends the response code details to a service's status message
+    (measured: integration/test_parity_feature.py::test_a_grpc_callout)."""
+    start = ("(call $rec (call $proxy_grpc_call {cl} {svc} {m} (i32.const 0) (i32.const 0) {msg} (i32.const 1000)"
+             " (i32.const 0x300))) (i32.const 1)")
+    strings = {"cl": "backend", "svc": "pkg.Svc", "m": "Get", "msg": "req", "mdk": "x-md"}
+    wasm = build({"proxy_on_vm_start": start}, strings, imports=GRPC_IMPORTS, extra=GRPC_SIGS.format(mdk="{mdk}"))
+    host = Host()
+    host.add_cluster("backend")
+    plugin = host.load_plugin(wasm)
+    plugin.pending_grpc[0].fail(7, message)
+    vm = plugin.workers[0].vm
+    assert records(vm)[1:] == [64, vm.memory.read_u32(0x300), 7, 0] and out_bytes(vm) == seen
+
+
 def test_shutdown_with_proxy_done():
     wasm = build({
         "proxy_on_done": "(call $rec (i32.const 8)) (i32.const 0)",
