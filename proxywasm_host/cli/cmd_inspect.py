@@ -48,7 +48,7 @@ def print_inspect(r: dict[str, Any]) -> None:
             print(f"  {line}")
     print(f"Envoy 1.40 would load it: {'yes' if r['envoy_would_load'] else 'no'}")
     for reason in r["envoy_refusals"]:
-        print(f"  - {reason}")
+        print("  - " + reason.replace("\n", "\n      "))  # a trap's backtrace stays under its refusal
     print(f"  checked: {', '.join(r['checked'])}")
     if not startup["ran"] and r["envoy_would_load"]:
         print("  start-up not run (--no-start): `proxywasm validate` runs it")
