@@ -350,6 +350,7 @@ const Failure = enum {
             .sub_type => "Jwt payload [sub] field is not a string",
             .jti_type => "Jwt payload [jti] field is not a string",
             .aud_type => "Jwt payload [aud] field is not a string or string list",
+            // Native's wording; fractional and large NumericDates are accepted here (RFC 7519 section 2).
             .exp_type => "Jwt payload [exp] field is not an integer",
             .nbf_type => "Jwt payload [nbf] field is not an integer",
             .iat_type => "Jwt payload [iat] field is not an integer",
