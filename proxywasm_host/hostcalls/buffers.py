@@ -20,7 +20,6 @@ def _buffer(vm, buffer_type: int) -> Buffer | None:
     return buf
 
 
-@hostcall("proxy_get_buffer_bytes", "uuuuu")
 def get_buffer_bytes(vm, buffer_type: int, start: int, max_size: int, ret_ptr: int, ret_size: int) -> int:
     if buffer_type > _MAX_BUFFER_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -31,7 +30,9 @@ def get_buffer_bytes(vm, buffer_type: int, start: int, max_size: int, ret_ptr: i
     return WasmResult.OK if vm.memory.copy_out(data, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
 
 
-@hostcall("proxy_get_buffer_status", "uuu")
+hostcall("proxy_get_buffer_bytes", "uuuuu")(get_buffer_bytes)
+
+
 def get_buffer_status(vm, buffer_type: int, ret_size: int, ret_flags: int) -> int:
     if buffer_type > _MAX_BUFFER_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -43,7 +44,9 @@ def get_buffer_status(vm, buffer_type: int, ret_size: int, ret_flags: int) -> in
     return WasmResult.OK
 
 
-@hostcall("proxy_set_buffer_bytes", "uuuuu", note="prepend (0,0), replace prefix (0,n) and append (start>=size) only, as Envoy")
+hostcall("proxy_get_buffer_status", "uuu")(get_buffer_status)
+
+
 def set_buffer_bytes(vm, buffer_type: int, start: int, size: int, data_ptr: int, data_size: int) -> int:
     if buffer_type > _MAX_BUFFER_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -63,10 +66,15 @@ def set_buffer_bytes(vm, buffer_type: int, start: int, size: int, data_ptr: int,
     return WasmResult.OK
 
 
-@hostcall("proxy_get_configuration", "uu", abis=(ABI_0_1_0,))
+hostcall("proxy_set_buffer_bytes", "uuuuu", note="prepend (0,0), replace prefix (0,n) and append (start>=size) only, as Envoy")(set_buffer_bytes)
+
+
 def get_configuration(vm, ret_ptr: int, ret_size: int) -> int:
     """ABI 0.1.0: the plugin configuration inside on_configure, else the VM configuration."""
     root = vm.ctx.root
     plugin = vm.ctx.plugin
     data = plugin.configuration if root.configuring else plugin.vm_configuration
     return WasmResult.OK if vm.memory.copy_out(data, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
+
+
+hostcall("proxy_get_configuration", "uu", abis=(ABI_0_1_0,))(get_configuration)

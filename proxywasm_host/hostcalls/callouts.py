@@ -9,7 +9,6 @@ from ..memory import deserialize_pairs
 from .registry import hostcall
 
 
-@hostcall("proxy_http_call", "uuuuuuuuiu")
 def http_call(
     vm, up_ptr: int, up_size: int, h_ptr: int, h_size: int, b_ptr: int, b_size: int,
     t_ptr: int, t_size: int, timeout_ms: int, ret_token: int,
@@ -36,11 +35,16 @@ def http_call(
     return WasmResult.OK
 
 
-@hostcall("proxy_get_status", "uuu")
+hostcall("proxy_http_call", "uuuuuuuuiu")(http_call)
+
+
 def get_status(vm, ret_code: int, ret_msg_ptr: int, ret_msg_size: int) -> int:
     code, message = vm.ctx.root.status
     vm.memory.write_u32(ret_code, code)
     return WasmResult.OK if vm.memory.copy_out(message, ret_msg_ptr, ret_msg_size) else WasmResult.INVALID_MEMORY_ACCESS
+
+
+hostcall("proxy_get_status", "uuu")(get_status)
 
 
 def _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, is_stream: bool):
@@ -60,7 +64,6 @@ def _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md
     return GrpcCallout(vm.host, vm.ctx.root, token, cluster, service, method, metadata.view(), is_stream)
 
 
-@hostcall("proxy_grpc_call", "uuuuuuuuuuiu", note="upstream: a cluster name or a serialized GrpcService; answered by the test")
 def grpc_call(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, msg_ptr, msg_size, timeout_ms, ret_token) -> int:
     call = _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, False)
     if call is None:
@@ -72,7 +75,9 @@ def grpc_call(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_
     return WasmResult.OK
 
 
-@hostcall("proxy_grpc_stream", "uuuuuuuuu", note="upstream: a cluster name or a serialized GrpcService; answered by the test")
+hostcall("proxy_grpc_call", "uuuuuuuuuuiu", note="upstream: a cluster name or a serialized GrpcService; answered by the test")(grpc_call)
+
+
 def grpc_stream(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, ret_token) -> int:
     call = _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md_size, True)
     if call is None:
@@ -82,6 +87,9 @@ def grpc_stream(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, m
     return WasmResult.OK
 
 
+hostcall("proxy_grpc_stream", "uuuuuuuuu", note="upstream: a cluster name or a serialized GrpcService; answered by the test")(grpc_stream)
+
+
 def _find_grpc(vm, token: int) -> GrpcCallout | None:
     for call in vm.host.pending_grpc:
         if call.token == token and call.root.vm is vm:
@@ -89,7 +97,6 @@ def _find_grpc(vm, token: int) -> GrpcCallout | None:
     return None
 
 
-@hostcall("proxy_grpc_send", "uuuu")
 def grpc_send(vm, token: int, ptr: int, size: int, end_stream: int) -> int:
     call = _find_grpc(vm, token)
     if call is None:
@@ -102,7 +109,9 @@ def grpc_send(vm, token: int, ptr: int, size: int, end_stream: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_grpc_cancel", "u")
+hostcall("proxy_grpc_send", "uuuu")(grpc_send)
+
+
 def grpc_cancel(vm, token: int) -> int:
     call = _find_grpc(vm, token)
     if call is None:
@@ -112,7 +121,9 @@ def grpc_cancel(vm, token: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_grpc_close", "u")
+hostcall("proxy_grpc_cancel", "u")(grpc_cancel)
+
+
 def grpc_close(vm, token: int) -> int:
     call = _find_grpc(vm, token)
     if call is None:
@@ -123,3 +134,6 @@ def grpc_close(vm, token: int) -> int:
         call.cancelled = True
         vm.host.pending_grpc.remove(call)
     return WasmResult.OK
+
+
+hostcall("proxy_grpc_close", "u")(grpc_close)

@@ -16,7 +16,6 @@ def _map(vm, map_type: int, mutable: bool):
     return vm.ctx.get_map(map_type, mutable)
 
 
-@hostcall("proxy_get_header_map_pairs", "uuu")
 def get_pairs(vm, map_type: int, ret_ptr: int, ret_size: int) -> int:
     if map_type > _MAX_MAP_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -25,7 +24,9 @@ def get_pairs(vm, map_type: int, ret_ptr: int, ret_size: int) -> int:
     return WasmResult.OK if vm.memory.copy_out(data, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
 
 
-@hostcall("proxy_set_header_map_pairs", "uuu")
+hostcall("proxy_get_header_map_pairs", "uuu")(get_pairs)
+
+
 def set_pairs(vm, map_type: int, ptr: int, size: int) -> int:
     if map_type > _MAX_MAP_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -37,7 +38,9 @@ def set_pairs(vm, map_type: int, ptr: int, size: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_get_header_map_value", "uuuuu")
+hostcall("proxy_set_header_map_pairs", "uuu")(set_pairs)
+
+
 def get_value(vm, map_type: int, key_ptr: int, key_size: int, ret_ptr: int, ret_size: int) -> int:
     if map_type > _MAX_MAP_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -55,6 +58,9 @@ def get_value(vm, map_type: int, key_ptr: int, key_size: int, ret_ptr: int, ret_
     return WasmResult.OK if vm.memory.copy_out(value, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
 
 
+hostcall("proxy_get_header_map_value", "uuuuu")(get_value)
+
+
 def _missing(vm, legacy: bool, ret_ptr: int, ret_size: int) -> int:
     if legacy:  # ABI 0.1.0: Ok with an empty value
         vm.memory.copy_out(b"", ret_ptr, ret_size)
@@ -65,10 +71,9 @@ def _missing(vm, legacy: bool, ret_ptr: int, ret_size: int) -> int:
 def _mutate(vm, map_type: int, key_ptr: int, key_size: int):
     if map_type > _MAX_MAP_TYPE:
         return None, None
-    return _map(vm, map_type, True), vm.memory.read(key_ptr, key_size).lower()
+    return _map(vm, map_type, True), vm.memory.read(key_ptr, key_size)  # HeaderMap lower-cases keys
 
 
-@hostcall("proxy_add_header_map_value", "uuuuu")
 def add_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
     m, key = _mutate(vm, map_type, key_ptr, key_size)
     if m is None:
@@ -77,7 +82,9 @@ def add_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, va
     return WasmResult.OK
 
 
-@hostcall("proxy_replace_header_map_value", "uuuuu")
+hostcall("proxy_add_header_map_value", "uuuuu")(add_value)
+
+
 def replace_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
     m, key = _mutate(vm, map_type, key_ptr, key_size)
     if m is None:
@@ -86,7 +93,9 @@ def replace_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int
     return WasmResult.OK
 
 
-@hostcall("proxy_remove_header_map_value", "uuu")
+hostcall("proxy_replace_header_map_value", "uuuuu")(replace_value)
+
+
 def remove_value(vm, map_type: int, key_ptr: int, key_size: int) -> int:
     m, key = _mutate(vm, map_type, key_ptr, key_size)
     if m is None:
@@ -95,7 +104,9 @@ def remove_value(vm, map_type: int, key_ptr: int, key_size: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_get_header_map_size", "uu", note="Envoy answers HeaderMap::byteSize(), not the serialized size")
+hostcall("proxy_remove_header_map_value", "uuu")(remove_value)
+
+
 def get_size(vm, map_type: int, ret_size: int) -> int:
     if map_type > _MAX_MAP_TYPE:
         return WasmResult.BAD_ARGUMENT
@@ -104,3 +115,6 @@ def get_size(vm, map_type: int, ret_size: int) -> int:
         return WasmResult.BAD_ARGUMENT
     vm.memory.write_u32(ret_size, m.byte_size())
     return WasmResult.OK
+
+
+hostcall("proxy_get_header_map_size", "uu", note="Envoy answers HeaderMap::byteSize(), not the serialized size")(get_size)

@@ -6,7 +6,6 @@ from ..logs import LINE_LIMIT, clip
 from .registry import hostcall
 
 
-@hostcall("proxy_log", "uuu")
 def proxy_log(vm, level: int, ptr: int, size: int) -> int:
     if level > LogLevel.CRITICAL:
         return WasmResult.BAD_ARGUMENT
@@ -18,7 +17,12 @@ def proxy_log(vm, level: int, ptr: int, size: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_get_log_level", "u", abis=(ABI_0_2_1,))
+hostcall("proxy_log", "uuu")(proxy_log)
+
+
 def proxy_get_log_level(vm, ret_level: int) -> int:
     vm.memory.write_u32(ret_level, int(vm.host.log_level))
     return WasmResult.OK
+
+
+hostcall("proxy_get_log_level", "u", abis=(ABI_0_2_1,))(proxy_get_log_level)

@@ -8,7 +8,6 @@ from .registry import hostcall
 _U64 = (1 << 64) - 1
 
 
-@hostcall("proxy_define_metric", "uuuu")
 def define_metric(vm, metric_type: int, name_ptr: int, name_size: int, ret_id: int) -> int:
     if metric_type > MetricType.HISTOGRAM:
         return WasmResult.BAD_ARGUMENT
@@ -22,11 +21,13 @@ def define_metric(vm, metric_type: int, name_ptr: int, name_size: int, ret_id: i
     return WasmResult.OK
 
 
+hostcall("proxy_define_metric", "uuuu")(define_metric)
+
+
 def _metric(vm, metric_id: int):
     return vm.state.metric_ids.get(metric_id)
 
 
-@hostcall("proxy_increment_metric", "uI")
 def increment_metric(vm, metric_id: int, delta: int) -> int:
     m = _metric(vm, metric_id)
     if m is None:
@@ -42,7 +43,9 @@ def increment_metric(vm, metric_id: int, delta: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_record_metric", "uI")
+hostcall("proxy_increment_metric", "uI")(increment_metric)
+
+
 def record_metric(vm, metric_id: int, value: int) -> int:
     m = _metric(vm, metric_id)
     if m is None:
@@ -57,7 +60,9 @@ def record_metric(vm, metric_id: int, value: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_get_metric", "uu")
+hostcall("proxy_record_metric", "uI")(record_metric)
+
+
 def get_metric(vm, metric_id: int, ret_value: int) -> int:
     m = _metric(vm, metric_id)
     if m is None:
@@ -66,3 +71,6 @@ def get_metric(vm, metric_id: int, ret_value: int) -> int:
         return WasmResult.BAD_ARGUMENT
     vm.memory.write_u64(ret_value, m.value)
     return WasmResult.OK
+
+
+hostcall("proxy_get_metric", "uu")(get_metric)

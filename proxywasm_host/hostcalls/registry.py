@@ -76,7 +76,9 @@ def hostcall(
     support: str = "yes",
     note: str = "",
 ) -> Callable[[Callable[..., int | None]], Callable[..., int | None]]:
-    """Register the decorated function as the handler of an import."""
+    """`hostcall(name, params)(handler)`: register the handler of an import. Each area module calls
+    it right after the handler, not as a decorator: mutmut (`make mutate`) leaves decorated
+    functions alone, and the handlers are what it must mutate."""
 
     def register(fn: Callable[..., int | None]) -> Callable[..., int | None]:
         key = (module, name)

@@ -5,7 +5,6 @@ from ..abi import WasmResult
 from .registry import hostcall
 
 
-@hostcall("proxy_get_shared_data", "uuuuu")
 def get_shared_data(vm, key_ptr: int, key_size: int, ret_value_ptr: int, ret_value_size: int, ret_cas: int) -> int:
     entry = vm.host.shared_data.get(vm.memory.read(key_ptr, key_size), vm.plugin.vm_id)
     if entry is None:
@@ -17,7 +16,9 @@ def get_shared_data(vm, key_ptr: int, key_size: int, ret_value_ptr: int, ret_val
     return WasmResult.OK
 
 
-@hostcall("proxy_set_shared_data", "uuuuu")
+hostcall("proxy_get_shared_data", "uuuuu")(get_shared_data)
+
+
 def set_shared_data(vm, key_ptr: int, key_size: int, value_ptr: int, value_size: int, cas: int) -> int:
     key = vm.memory.read(key_ptr, key_size)
     value = vm.memory.read(value_ptr, value_size)
@@ -25,7 +26,9 @@ def set_shared_data(vm, key_ptr: int, key_size: int, value_ptr: int, value_size:
     return WasmResult.OK if ok else WasmResult.CAS_MISMATCH
 
 
-@hostcall("proxy_register_shared_queue", "uuu")
+hostcall("proxy_set_shared_data", "uuuuu")(set_shared_data)
+
+
 def register_queue(vm, name_ptr: int, name_size: int, ret_id: int) -> int:
     name = vm.memory.read(name_ptr, name_size).decode("utf-8", "surrogateescape")
     token = vm.host.queues.register(vm.plugin.vm_id, name, vm.ctx.root)
@@ -33,7 +36,9 @@ def register_queue(vm, name_ptr: int, name_size: int, ret_id: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_resolve_shared_queue", "uuuuu")
+hostcall("proxy_register_shared_queue", "uuu")(register_queue)
+
+
 def resolve_queue(vm, vm_id_ptr: int, vm_id_size: int, name_ptr: int, name_size: int, ret_id: int) -> int:
     vm_id = vm.memory.read(vm_id_ptr, vm_id_size).decode("utf-8", "surrogateescape") or vm.plugin.vm_id
     name = vm.memory.read(name_ptr, name_size).decode("utf-8", "surrogateescape")
@@ -44,7 +49,9 @@ def resolve_queue(vm, vm_id_ptr: int, vm_id_size: int, name_ptr: int, name_size:
     return WasmResult.OK
 
 
-@hostcall("proxy_enqueue_shared_queue", "uuu")
+hostcall("proxy_resolve_shared_queue", "uuuuu")(resolve_queue)
+
+
 def enqueue(vm, token: int, value_ptr: int, value_size: int) -> int:
     queues = vm.host.queues
     if token not in queues.queues:
@@ -56,12 +63,14 @@ def enqueue(vm, token: int, value_ptr: int, value_size: int) -> int:
     return WasmResult.OK
 
 
+hostcall("proxy_enqueue_shared_queue", "uuu")(enqueue)
+
+
 def _notify(owner, token: int) -> None:
     if owner.vm.failed is None and owner.vm.has("proxy_on_queue_ready"):
         owner.invoke("proxy_on_queue_ready", owner.id, token)
 
 
-@hostcall("proxy_dequeue_shared_queue", "uuu")
 def dequeue(vm, token: int, ret_ptr: int, ret_size: int) -> int:
     queue = vm.host.queues.queues.get(token)
     if queue is None:
@@ -72,3 +81,6 @@ def dequeue(vm, token: int, ret_ptr: int, ret_size: int) -> int:
         return WasmResult.INVALID_MEMORY_ACCESS
     queue.pop(0)
     return WasmResult.OK
+
+
+hostcall("proxy_dequeue_shared_queue", "uuu")(dequeue)

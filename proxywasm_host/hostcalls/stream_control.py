@@ -24,27 +24,34 @@ def _continue(vm, stream_type: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_continue_stream", "u", abis=ABI_0_2, note="UPSTREAM answers Unimplemented, as in Envoy")
 def continue_stream(vm, stream_type: int) -> int:
     return _continue(vm, stream_type)
 
 
-@hostcall("proxy_continue_request", "", abis=(ABI_0_1_0,))
+hostcall("proxy_continue_stream", "u", abis=ABI_0_2, note="UPSTREAM answers Unimplemented, as in Envoy")(continue_stream)
+
+
 def continue_request(vm) -> int:
     return _continue(vm, StreamType.HTTP_REQUEST)
 
 
-@hostcall("proxy_continue_response", "", abis=(ABI_0_1_0,))
+hostcall("proxy_continue_request", "", abis=(ABI_0_1_0,))(continue_request)
+
+
 def continue_response(vm) -> int:
     return _continue(vm, StreamType.HTTP_RESPONSE)
 
 
-@hostcall("proxy_clear_route_cache", "", abis=(ABI_0_1_0,))
+hostcall("proxy_continue_response", "", abis=(ABI_0_1_0,))(continue_response)
+
+
 def clear_route_cache(vm) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_close_stream", "u", abis=ABI_0_2)
+hostcall("proxy_clear_route_cache", "", abis=(ABI_0_1_0,))(clear_route_cache)
+
+
 def close_stream(vm, stream_type: int) -> int:
     if stream_type > StreamType.UPSTREAM:
         return WasmResult.BAD_ARGUMENT
@@ -58,7 +65,9 @@ def close_stream(vm, stream_type: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_send_local_response", "uuuuuuui")
+hostcall("proxy_close_stream", "u", abis=ABI_0_2)(close_stream)
+
+
 def send_local_response(
     vm, status: int, details_ptr: int, details_size: int, body_ptr: int, body_size: int,
     headers_ptr: int, headers_size: int, grpc_status: int,
@@ -80,7 +89,9 @@ def send_local_response(
     return WasmResult.OK
 
 
-@hostcall("proxy_set_effective_context", "u", note="0 means the calling context, as in cpp-host")
+hostcall("proxy_send_local_response", "uuuuuuui")(send_local_response)
+
+
 def set_effective_context(vm, context_id: int) -> int:
     ctx = vm.calling_ctx if context_id == 0 else vm.state.contexts.get(context_id)
     if ctx is None:
@@ -89,7 +100,9 @@ def set_effective_context(vm, context_id: int) -> int:
     return WasmResult.OK
 
 
-@hostcall("proxy_done", "")
+hostcall("proxy_set_effective_context", "u", note="0 means the calling context, as in cpp-host")(set_effective_context)
+
+
 def done(vm) -> int:
     root = vm.ctx.root
     if not root.pending_done:
@@ -97,3 +110,6 @@ def done(vm) -> int:
     root.pending_done = False
     vm.state.after_call.append(lambda: root.invoke("proxy_on_delete", root.id) if vm.has("proxy_on_delete") else None)
     return WasmResult.OK
+
+
+hostcall("proxy_done", "")(done)

@@ -58,24 +58,32 @@ def _write_stdio(vm, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int
     return 0
 
 
-@hostcall("fd_write", "uuuu", module=W, note="fd 1 -> info log, fd 2 -> error log")
 def fd_write(vm, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int:
     return _write_stdio(vm, fd, iovs, iovs_len, ret_written)
 
 
-@hostcall("fd_pwrite", "uuuIu", module=W)
+hostcall("fd_write", "uuuu", module=W, note="fd 1 -> info log, fd 2 -> error log")(fd_write)
+
+
 def fd_pwrite(vm, fd: int, iovs: int, iovs_len: int, offset: int, ret_written: int) -> int:
     return _write_stdio(vm, fd, iovs, iovs_len, ret_written)
 
 
-@hostcall("fd_read", "uuuu", module=W)
+hostcall("fd_pwrite", "uuuIu", module=W)(fd_pwrite)
+
+
 def fd_read(vm, *_a: int) -> int:
     return WASI_ENOSYS
 
 
-@hostcall("fd_pread", "uuuIu", module=W)
+hostcall("fd_read", "uuuu", module=W)(fd_read)
+
+
 def fd_pread(vm, *_a: int) -> int:
     return WASI_ENOSYS
+
+
+hostcall("fd_pread", "uuuIu", module=W)(fd_pread)
 
 
 def _envoy_trace(message: str) -> None:
@@ -84,19 +92,22 @@ def _envoy_trace(message: str) -> None:
     _host_log.debug(message)
 
 
-@hostcall("fd_seek", "uIuu", module=W)
 def fd_seek(vm, fd: int, offset: int, whence: int, ret: int) -> int:
     _envoy_trace("wasi_unstable fd_seek")
     return 0
 
 
-@hostcall("fd_close", "u", module=W)
+hostcall("fd_seek", "uIuu", module=W)(fd_seek)
+
+
 def fd_close(vm, fd: int) -> int:
     _envoy_trace("wasi_unstable fd_close")
     return 0
 
 
-@hostcall("fd_fdstat_get", "uu", module=W)
+hostcall("fd_close", "u", module=W)(fd_close)
+
+
 def fd_fdstat_get(vm, fd: int, ret_stat: int) -> int:
     if fd not in _STDIO:
         return WASI_EBADF
@@ -104,66 +115,90 @@ def fd_fdstat_get(vm, fd: int, ret_stat: int) -> int:
     return 0
 
 
-@hostcall("fd_fdstat_set_flags", "uu", module=W)
+hostcall("fd_fdstat_get", "uu", module=W)(fd_fdstat_get)
+
+
 def fd_fdstat_set_flags(vm, fd: int, flags: int) -> int:
     return WASI_ENOSYS
+
+
+hostcall("fd_fdstat_set_flags", "uu", module=W)(fd_fdstat_set_flags)
 
 
 def _stdio_ok(fd: int) -> int:
     return 0 if fd in _STDIO else WASI_EBADF
 
 
-@hostcall("fd_fdstat_set_rights", "uII", module=W)
 def fd_fdstat_set_rights(vm, fd: int, base: int, inheriting: int) -> int:
     return _stdio_ok(fd)
 
 
-@hostcall("fd_prestat_get", "uu", module=W, note="no preopened directories")
+hostcall("fd_fdstat_set_rights", "uII", module=W)(fd_fdstat_set_rights)
+
+
 def fd_prestat_get(vm, fd: int, ret: int) -> int:
     return WASI_EBADF
 
 
-@hostcall("fd_prestat_dir_name", "uuu", module=W)
+hostcall("fd_prestat_get", "uu", module=W, note="no preopened directories")(fd_prestat_get)
+
+
 def fd_prestat_dir_name(vm, fd: int, path: int, size: int) -> int:
     return WASI_ENOSYS
 
 
-@hostcall("fd_filestat_get", "uu", module=W)
+hostcall("fd_prestat_dir_name", "uuu", module=W)(fd_prestat_dir_name)
+
+
 def fd_filestat_get(vm, fd: int, ret: int) -> int:
     return WASI_EBADF
 
 
-@hostcall("fd_advise", "uIIu", module=W)
+hostcall("fd_filestat_get", "uu", module=W)(fd_filestat_get)
+
+
 def fd_advise(vm, fd: int, offset: int, size: int, advice: int) -> int:
     return 0
 
 
-@hostcall("fd_allocate", "uII", module=W)
+hostcall("fd_advise", "uIIu", module=W)(fd_advise)
+
+
 def fd_allocate(vm, fd: int, offset: int, size: int) -> int:
     return _stdio_ok(fd)
 
 
-@hostcall("fd_datasync", "u", module=W)
+hostcall("fd_allocate", "uII", module=W)(fd_allocate)
+
+
 def fd_datasync(vm, fd: int) -> int:
     return _stdio_ok(fd)
 
 
-@hostcall("fd_sync", "u", module=W)
+hostcall("fd_datasync", "u", module=W)(fd_datasync)
+
+
 def fd_sync(vm, fd: int) -> int:
     return _stdio_ok(fd)
 
 
-@hostcall("fd_filestat_set_size", "uI", module=W)
+hostcall("fd_sync", "u", module=W)(fd_sync)
+
+
 def fd_filestat_set_size(vm, fd: int, size: int) -> int:
     return _stdio_ok(fd)
 
 
-@hostcall("fd_filestat_set_times", "uIIu", module=W)
+hostcall("fd_filestat_set_size", "uI", module=W)(fd_filestat_set_size)
+
+
 def fd_filestat_set_times(vm, fd: int, atim: int, mtim: int, flags: int) -> int:
     return _stdio_ok(fd)
 
 
-@hostcall("fd_tell", "uu", module=W)
+hostcall("fd_filestat_set_times", "uIIu", module=W)(fd_filestat_set_times)
+
+
 def fd_tell(vm, fd: int, ret: int) -> int:
     if fd not in _STDIO:
         return WASI_EBADF
@@ -171,20 +206,29 @@ def fd_tell(vm, fd: int, ret: int) -> int:
     return 0
 
 
-@hostcall("fd_readdir", "uuuIu", module=W)
+hostcall("fd_tell", "uu", module=W)(fd_tell)
+
+
 def fd_readdir(vm, fd: int, buf: int, size: int, cookie: int, ret: int) -> int:
     vm.memory.write_u32(ret, 0)
     return WASI_ENOTDIR
 
 
-@hostcall("fd_renumber", "uu", module=W)
+hostcall("fd_readdir", "uuuIu", module=W)(fd_readdir)
+
+
 def fd_renumber(vm, fd: int, to: int) -> int:
     return WASI_ENOTSUP if fd in _STDIO and to in _STDIO else WASI_EBADF
 
 
-@hostcall("path_open", "uuuuuIIuu", module=W)
+hostcall("fd_renumber", "uu", module=W)(fd_renumber)
+
+
 def path_open(vm, *_a: int) -> int:
     return WASI_ENOENT
+
+
+hostcall("path_open", "uuuuuIIuu", module=W)(path_open)
 
 
 def _notsup(vm, *_a: int) -> int:
@@ -207,24 +251,27 @@ for _name, _params in (
     hostcall(_name, _params, module=W)(_notsup)
 
 
-@hostcall("path_readlink", "uuuuuu", module=W)
 def path_readlink(vm, fd: int, path: int, size: int, buf: int, buf_len: int, ret: int) -> int:
     vm.memory.write_u32(ret, 0)
     return WASI_ENOTSUP
 
 
-@hostcall("sock_recv", "uuuuuu", module=W)
+hostcall("path_readlink", "uuuuuu", module=W)(path_readlink)
+
+
 def sock_recv(vm, fd: int, ri: int, ri_len: int, flags: int, ret_size: int, ret_flags: int) -> int:
     vm.memory.write_u32(ret_size, 0)
     vm.memory.write_u32(ret_flags, 0)
     return WASI_ENOTSUP
 
 
+hostcall("sock_recv", "uuuuuu", module=W)(sock_recv)
+
+
 def _environ(vm) -> list[bytes]:
     return [f"{k}={v}".encode() + b"\0" for k, v in vm.plugin.environment.items()]
 
 
-@hostcall("environ_sizes_get", "uu", module=W, note="from the plugin's environment= (Envoy: vm_config.environment_variables)")
 def environ_sizes_get(vm, ret_count: int, ret_size: int) -> int:
     env = _environ(vm)
     vm.memory.write_u32(ret_count, len(env))
@@ -232,7 +279,9 @@ def environ_sizes_get(vm, ret_count: int, ret_size: int) -> int:
     return 0
 
 
-@hostcall("environ_get", "uu", module=W)
+hostcall("environ_sizes_get", "uu", module=W, note="from the plugin's environment= (Envoy: vm_config.environment_variables)")(environ_sizes_get)
+
+
 def environ_get(vm, ret_array: int, ret_buf: int) -> int:
     for i, entry in enumerate(_environ(vm)):
         vm.memory.write_u32(ret_array + 4 * i, ret_buf)
@@ -241,19 +290,25 @@ def environ_get(vm, ret_array: int, ret_buf: int) -> int:
     return 0
 
 
-@hostcall("args_sizes_get", "uu", module=W)
+hostcall("environ_get", "uu", module=W)(environ_get)
+
+
 def args_sizes_get(vm, ret_count: int, ret_size: int) -> int:
     vm.memory.write_u32(ret_count, 0)
     vm.memory.write_u32(ret_size, 0)
     return 0
 
 
-@hostcall("args_get", "uu", module=W)
+hostcall("args_sizes_get", "uu", module=W)(args_sizes_get)
+
+
 def args_get(vm, argv: int, buf: int) -> int:
     return 0
 
 
-@hostcall("clock_time_get", "uIu", module=W, note="the host's virtual clock")
+hostcall("args_get", "uu", module=W)(args_get)
+
+
 def clock_time_get(vm, clock_id: int, precision: int, ret_time: int) -> int:
     clock = vm.host.clock
     if clock_id == 0:
@@ -265,7 +320,9 @@ def clock_time_get(vm, clock_id: int, precision: int, ret_time: int) -> int:
     return 0
 
 
-@hostcall("clock_res_get", "uu", module=W)
+hostcall("clock_time_get", "uIu", module=W, note="the host's virtual clock")(clock_time_get)
+
+
 def clock_res_get(vm, clock_id: int, ret_res: int) -> int:
     if clock_id not in (0, 1):
         return WASI_ENOTSUP
@@ -273,7 +330,9 @@ def clock_res_get(vm, clock_id: int, ret_res: int) -> int:
     return 0
 
 
-@hostcall("random_get", "uu", module=W, note="seeded by Host(seed=...)")
+hostcall("clock_res_get", "uu", module=W)(clock_res_get)
+
+
 def random_get(vm, buf: int, size: int) -> int:
     if size > RANDOM_GET_MAX_BYTES:
         return WASI_EINVAL
@@ -281,17 +340,26 @@ def random_get(vm, buf: int, size: int) -> int:
     return 0
 
 
-@hostcall("sched_yield", "", module=W)
+hostcall("random_get", "uu", module=W, note="seeded by Host(seed=...)")(random_get)
+
+
 def sched_yield(vm) -> int:
     return 0
 
 
-@hostcall("poll_oneoff", "uuuu", module=W)
+hostcall("sched_yield", "", module=W)(sched_yield)
+
+
 def poll_oneoff(vm, in_ptr: int, out_ptr: int, nsubs: int, ret_events: int) -> int:
     vm.memory.write_u32(ret_events, 0)
     return 0
 
 
-@hostcall("proc_exit", "u", results="", module=W, note="returns, as in Envoy (which only traces it); the guest is not stopped")
+hostcall("poll_oneoff", "uuuu", module=W)(poll_oneoff)
+
+
 def proc_exit(vm, code: int) -> None:
     _envoy_trace("wasi_unstable proc_exit")
+
+
+hostcall("proc_exit", "u", results="", module=W, note="returns, as in Envoy (which only traces it); the guest is not stopped")(proc_exit)
