@@ -36,7 +36,7 @@ def allocation_sizes_aside(report: ParityReport) -> list[str]:
     return out + ([] if sized == host else ["callbacks differ beyond allocation sizes"])
 
 
-@pytest.mark.parametrize("name", ["phases", "callout"])
+@pytest.mark.parametrize("name", ["phases", "callout", "absent_body_size"])
 def test_hostcall_status_per_phase(name: str) -> None:
     report = run_parity(status_scenarios()[name])
     assert report.envoy.logs and report.envoy.logs == report.host.logs, report.text()

@@ -145,6 +145,7 @@ def status_scenarios() -> dict[str, Scenario]:
             Request("GET", "/c")]),
         "callout": Scenario([Filter(status_probe(callout=True), name="probe")], [Request("GET", "/a"), Request("GET", "/b")],
                             callouts={"auth": Response(200, {"x-c": "1"}, "cb")}),
+        "absent_body_size": Scenario([Filter(absent_body_size(), name="size")], [Request("GET", "/a")]),
     }
 
 
@@ -167,3 +168,13 @@ def answer_scenarios() -> dict[str, Scenario]:
         "callout_body": Scenario([Filter(callout_with_body(callout_headers, b"hello"), name="c")], [Request("GET", "/y")],
                                  callouts={"auth": Response()}),
     }
+
+
+def absent_body_size() -> bytes:
+    """Logs the size Envoy reports for the response body while the request headers run (no such
+    body yet), as "a" + size."""
+    return build({"proxy_on_request_headers":
+                  "(i32.store (i32.const 0x110) (i32.const 99))"
+                  " (drop (call $proxy_get_buffer_status (i32.const 1) (i32.const 0x110) (i32.const 0x114)))"
+                  f" {_status(0, '(i32.load (i32.const 0x110))')}"
+                  f" (drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const 1))) (i32.const 0)"})

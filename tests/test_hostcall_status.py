@@ -74,3 +74,8 @@ def test_every_map_and_buffer_hostcall_answers_as_envoy_in_every_phase(name: str
     root = sorted(message for lines in side.logs.values() for _, message in lines)
     assert probe_differences(ENVOY[name][STREAM_GROUP], stream) == []
     assert probe_differences(sorted(ENVOY[name][ROOT_GROUP]), root) == []
+
+
+def test_an_absent_body_reads_as_empty() -> None:
+    """The response body during the request headers: Ok with size 0 (the probe logs "a" + size)."""
+    assert run_host(status_scenarios()["absent_body_size"]).logs == {"'wasm log size:'": [("info", "a")]}
