@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -1071,3 +1072,29 @@ def test_rsa_keys_outside_the_supported_range_are_skipped(host, jwt_wasm, keys):
     s = p.http_stream()
     request(s, mint(keys, "RS256"))
     assert forwarded(s)
+
+
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")  # RFC 8017 section 9.2, note 1
+
+
+def test_rs256_with_a_modulus_at_the_16384_bit_limit(host, jwt_wasm, keys):
+    """The largest modulus accepted. A real 16384-bit key takes minutes to generate; verification needs only n
+    and e, so n here is the product of the 32 primes of 16 RSA-1024 keys and the signature is made by CRT."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    primes = []
+    for _ in range(16):
+        numbers = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_numbers()
+        primes += [numbers.p, numbers.q]
+    n = math.prod(primes)
+    assert 16368 < n.bit_length() <= 16384
+    k = (n.bit_length() + 7) // 8
+    header = b64(json.dumps({"alg": "RS256", "kid": "max"}).encode())
+    payload = b64(json.dumps({"iss": ISS, "aud": AUD, "sub": "max", "exp": T0 + 60}).encode())
+    t = SHA256_DIGEST_INFO + hashlib.sha256(f"{header}.{payload}".encode()).digest()
+    m = int.from_bytes(b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t, "big")
+    s = sum(pow(m % p, pow(65537, -1, p - 1), p) * (n // p) * pow(n // p, -1, p) for p in primes) % n
+    assert pow(s, 65537, n) == m
+    jwk = {"kty": "RSA", "kid": "max", "n": b64(n.to_bytes(k, "big")), "e": "AQAB"}
+    p = load(host, jwt_wasm, jwt_config(provider(keys, local_jwks={"keys": [jwk]})))
+    token = f"{header}.{payload}.{b64(s.to_bytes(k, 'big'))}"
+    assert_only_original_verifies(p, token, [f"{header}.{payload}.{b64((s + 1).to_bytes(k, 'big'))}"])
