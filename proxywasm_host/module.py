@@ -5,16 +5,18 @@ Everything Envoy refuses at load time is refused here with ModuleLoadError.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -156,16 +158,10 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
             return _COMPILED[digest], True
     engine = ENGINE.engine
     directory = trusted_cache_dir()
-    path = directory / f"{digest}-{_engine_fingerprint()}.cwasm" if directory else None
-    module = _load_cached(engine, path) if path else None
-    cached = module is not None
-    if module is None:
-        try:
-            module = wasmtime.Module(engine, wasm)
-        except wasmtime.WasmtimeError as e:
-            raise ModuleLoadError(f"{name}: Failed to parse corrupted Wasm module: {_error_text(e)}") from None
-        if path:
-            _store_cached(module.serialize(), path)
+    if directory is None:
+        module, cached = _compile(engine, wasm, name), False
+    else:
+        module, cached = _load_or_compile(engine, wasm, name, directory / f"{digest}-{_engine_fingerprint()}.cwasm")
     with _COMPILED_LOCK:
         _COMPILED[digest] = module
         while len(_COMPILED) > COMPILED_IN_PROCESS:
@@ -175,6 +171,54 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
 
 #: compiled modules kept in memory per process (the disk cache keeps them all)
 COMPILED_IN_PROCESS = 32
+
+
+def _compile(engine: wasmtime.Engine, wasm: bytes, name: str) -> wasmtime.Module:
+    try:
+        return wasmtime.Module(engine, wasm)
+    except wasmtime.WasmtimeError as e:
+        raise ModuleLoadError(f"{name}: Failed to parse corrupted Wasm module: {_error_text(e)}") from None
+
+
+def _load_or_compile(engine: wasmtime.Engine, wasm: bytes, name: str, path: Path) -> tuple[wasmtime.Module, bool]:
+    """The cached artifact, or a compile stored for next time. Processes that miss the cache at
+    once (pytest-xdist workers) compile one at a time: the later ones find the first one's artifact."""
+    module = _load_cached(engine, path)
+    if module is not None:
+        return module, True
+    with _exclusive(path.with_suffix(".lock")):
+        module = _load_cached(engine, path)
+        if module is not None:
+            return module, True
+        module = _compile(engine, wasm, name)
+        _store_cached(module.serialize(), path)
+        return module, False
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An flock on `lock`, a file removed on release (the cache holds only artifacts and their
+    hashes). A waiter that wakes up holding a lock file already removed takes the new one."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            yield  # an unwritable cache only costs speed: compile without the lock
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                try:
+                    yield
+                finally:
+                    lock.unlink(missing_ok=True)
+                return
+        finally:
+            os.close(fd)  # closing releases the lock
 
 
 def trusted_cache_dir() -> Path | None:
