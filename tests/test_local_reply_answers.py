@@ -5,7 +5,7 @@ trailers-only gRPC answer; an empty body gets content-length: 0 from the codec, 
 connection: close."""
 from __future__ import annotations
 
-from probe_filters import GRPC, answer_scenarios, trap_on_request_headers
+from probe_filters import GRPC, answer_scenarios, local_reply, trap_on_request_headers
 from proxywasm_host import Host
 from proxywasm_host.parity import run_host
 
@@ -35,10 +35,23 @@ def test_after_the_fail_closed_answer_body_and_trailers_are_dropped() -> None:
 
 
 def test_empty_body_reply_drops_the_filters_content_length() -> None:
-    chunked, get = run_host(answer_scenarios()["empty_reply_with_content_length"]).exchanges
+    side = run_host(answer_scenarios()["empty_reply_with_content_length"])
+    chunked, get = side.exchanges
+    # the body the client still sends after the reply reaches no callback (Envoy drops it)
+    assert [c for c in side.callbacks if c.startswith("proxy_on_request")] == [
+        "proxy_on_request_headers(2, 6, 0)", "proxy_on_request_headers(3, 6, 1)"]
     assert (chunked.status, chunked.client_headers, chunked.client_body) == (
         418, [("x-a", "1"), ("connection", "close"), ("content-length", "0")], b"")
     assert (get.status, get.client_headers, get.client_body) == (418, [("x-a", "1"), ("content-length", "0")], b"")
+
+
+def test_after_a_local_reply_body_and_trailers_reach_no_callback() -> None:
+    s = Host().load_plugin(local_reply(418, [(b"x-a", b"1")])).http_stream()
+    s.send_request_headers({":method": "POST", ":path": "/", ":authority": "a"})
+    assert s.local_reply is not None and s.local_reply.status_code == 418
+    assert s.send_request_body(b"late", end_of_stream=False).status == "NotCalled"
+    assert s.send_request_trailers({"x-t": "1"}).status == "NotCalled"
+    assert (s.upstream_request.headers, s.upstream_request.body) == (None, b"")
 
 
 def test_reply_to_a_grpc_request_is_a_grpc_answer() -> None:
