@@ -39,7 +39,7 @@ class Dispatcher:
         self.running = False
 
     def run(self) -> None:
-        if self.running:
+        if self.running or not self.events:
             return  # the turn in progress picks up what was just posted
         self.running = True
         try:
@@ -114,8 +114,13 @@ class Context:
         """Envoy's attributes for a stream or connection; None for root contexts."""
         return None
 
+    _log_prefix: str | None = None
+
     def log(self, level: LogLevel, message: str) -> None:
-        emit(self.vm.logs, level, message, self.id, self.plugin, self.log_prefix, self.vm.thread)
+        prefix = self._log_prefix
+        if prefix is None:  # the plugin's names do not change: worked out once per context
+            prefix = self._log_prefix = self.log_prefix
+        emit(self.vm.logs, level, message, self.id, self.plugin, prefix, self.vm.thread)
 
     @property
     def log_prefix(self) -> str:

@@ -2,7 +2,8 @@
 replace removes every value then appends) and a read-only view for tests."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Union
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Union
 
 HeadersInput = Union[Mapping[str, str], Iterable[tuple[str, str]], "HeaderMap", None]
 
@@ -41,6 +42,19 @@ def check_int(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
+def _header_bytes(value: Any, what: str, name: Any = None) -> bytes:
+    """as_bytes for a header name (no `name`) or the value of header `name`: the error's text is
+    built only for bad input (it repr()s the name), not for every header of every request."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            pass
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return as_bytes(value, f"{what}: header name" if name is None else f"{what}: header {_show(name)} value")
+
+
 def _s(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
 
@@ -72,8 +86,8 @@ class HeaderMap:
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) != 2:
                 raise TypeError(f"{what}: each header must be a (name, value) pair, got {type(item).__name__} ({_show(item)})")
-            name = as_bytes(item[0], f"{what}: header name")
-            pairs.append((name.lower(), as_bytes(item[1], f"{what}: header {_show(item[0])} value")))
+            name, value = item
+            pairs.append((_header_bytes(name, what).lower(), _header_bytes(value, what, name)))
         return cls(pairs)
 
     def copy(self) -> "HeaderMap":

@@ -522,21 +522,21 @@ class HttpStream(Context):
     # -- what hostcalls see ----------------------------------------------------
 
     def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
-        if map_type >= MapType.HTTP_CALL_RESPONSE_HEADERS:
+        if map_type >= _CALL_RESPONSE_HEADERS:
             return self.root_ctx.get_map(map_type, mutable)
-        added = self.request if map_type == MapType.HTTP_REQUEST_TRAILERS else self.response
-        if map_type in (MapType.HTTP_REQUEST_TRAILERS, MapType.HTTP_RESPONSE_TRAILERS) and added.trailers_added:
+        added = self.request if map_type == _REQUEST_TRAILERS else self.response
+        if map_type in _TRAILERS and added.trailers_added:
             return added.trailers  # Envoy keeps the map it added for the filter, in every later phase
         if self.in_log:
             if mutable:
                 return None
             return {
-                MapType.HTTP_REQUEST_HEADERS: self.request.headers,
-                MapType.HTTP_RESPONSE_HEADERS: self.response.headers,
-                MapType.HTTP_RESPONSE_TRAILERS: self.response.trailers,
+                _REQUEST_HEADERS: self.request.headers,
+                _RESPONSE_HEADERS: self.response.headers,
+                _RESPONSE_TRAILERS: self.response.trailers,
             }.get(map_type)
-        d = self.request if map_type in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS) else self.response
-        if map_type in (MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_RESPONSE_HEADERS):
+        d = self.request if map_type in _REQUEST_MAPS else self.response
+        if map_type in _HEADERS:
             return d.headers if d.headers_readable else None
         if d.trailers_readable:
             return d.trailers
@@ -601,6 +601,16 @@ class HttpStream(Context):
         if self.upstream_request.headers is not None:  # the router has picked the upstream host
             attrs["upstream"] = self.plugin.host.upstream_attributes()
         return attrs
+
+
+# MapType members as module constants: get_map runs for every header hostcall, and reading an
+# enum member off its class costs more than the comparison.
+_REQUEST_HEADERS, _REQUEST_TRAILERS = MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS
+_RESPONSE_HEADERS, _RESPONSE_TRAILERS = MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS
+_CALL_RESPONSE_HEADERS = MapType.HTTP_CALL_RESPONSE_HEADERS
+_TRAILERS = (_REQUEST_TRAILERS, _RESPONSE_TRAILERS)
+_HEADERS = (_REQUEST_HEADERS, _RESPONSE_HEADERS)
+_REQUEST_MAPS = (_REQUEST_HEADERS, _REQUEST_TRAILERS)
 
 
 def _byte_size(headers: HeaderMap) -> int:

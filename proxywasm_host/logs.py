@@ -56,12 +56,32 @@ def clip(data: bytes | bytearray, total: int | None = None) -> str:
     return text if total <= LINE_LIMIT else f"{text}... [{total - LINE_LIMIT} more bytes cut by proxywasm-host]"
 
 
+_NAMES = {level: level.name.lower() for level in LogLevel}
+
+
 def emit(records: "deque[LogRecord]", level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str,
          thread: str) -> None:
     """Record a line as Envoy's `wasm` logger would print it, and forward it to
     Python logging so pytest shows it with a failing test."""
-    records.append(LogRecord(level.name.lower(), message, context_id, plugin.name, plugin, prefix, thread=thread))
-    _logger.log(_PY_LEVELS.get(level, logging.INFO), "wasm log%s: %s", prefix, message)
+    records.append(LogRecord(_NAMES[level], message, context_id, plugin.name, plugin, prefix, thread=thread))
+    py_level = _PY_LEVELS.get(level, logging.INFO)
+    if _logger.isEnabledFor(py_level) and _handled(py_level):
+        _logger.log(py_level, "wasm log%s: %s", prefix, message)
+
+
+def _handled(level: int) -> bool:
+    """Whether a handler takes records of this level (logging's callHandlers walk): a filter that
+    logs per request must not build Python log records nobody prints. Our NullHandler counts as a
+    handler (logging's last resort stays out) but takes nothing."""
+    logger: logging.Logger | None = _logger
+    found = False
+    while logger is not None:
+        for handler in logger.handlers:
+            found = True
+            if level >= handler.level and not isinstance(handler, logging.NullHandler):
+                return True
+        logger = logger.parent if logger.propagate else None
+    return not found and logging.lastResort is not None and level >= logging.lastResort.level
 
 
 def envoy_log_prefix(*parts: str) -> str:
