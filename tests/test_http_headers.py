@@ -122,3 +122,18 @@ def test_connection_manager_adds_forwarded_proto_and_request_id():
     h = s.upstream_request.headers
     assert h["x-forwarded-proto"] == "http"
     assert len(h["x-request-id"]) == 36
+
+
+def test_connection_manager_joins_inline_headers_and_drops_hop_by_hop_and_internal_ones():
+    """Measured on Envoy 1.40 (integration/test_parity_feature.py compares it live)."""
+    s = Host().load_plugin(build({})).http_stream()
+    s.send_request_headers([*REQ.items(), ("authorization", "a"), ("x-token", "a"), ("authorization", "b"),
+                            ("x-token", "b"), ("te", "gzip"), ("keep-alive", "5"), ("x-envoy-retry-on", "5xx"),
+                            ("x-envoy-original-path", "/x")])
+    h = s.upstream_request.headers
+    assert h.get_all("authorization") == ["a,b"] and h.get_all("x-token") == ["a", "b"]
+    assert [h.get(n) for n in ("te", "keep-alive", "x-envoy-retry-on")] == [None, None, None]
+    assert h["x-envoy-original-path"] == "/x"
+    trailers_only = Host().load_plugin(build({})).http_stream()
+    trailers_only.send_request_headers({**REQ, "te": "trailers"})
+    assert trailers_only.upstream_request.headers["te"] == "trailers"
