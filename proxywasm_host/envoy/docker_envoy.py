@@ -60,6 +60,17 @@ def docker_client(host: str | None = None, timeout: int = 120) -> Any:
     return docker.DockerClient(base_url=host, timeout=timeout) if host else docker.from_env(timeout=timeout)
 
 
+def connect() -> Any:
+    """A client of the engine of DOCKER_HOST or the default socket; DockerUnavailable when none answers."""
+    require("docker", "docker", "Envoy in Docker")  # a missing SDK is MissingExtra, not "no engine"
+    try:
+        client = docker_client()  # asks the engine for its API version
+        client.ping()
+    except Exception:  # noqa: BLE001 - whatever the reason, no engine answers
+        raise DockerUnavailable(f"no Docker engine: {no_running_engine()}") from None
+    return client
+
+
 # -- the engine ------------------------------------------------------------------------------------
 
 
@@ -79,9 +90,9 @@ def no_running_engine() -> str:
     """Why `running_engine()` found none, in one clause."""
     host = os.environ.get("DOCKER_HOST")
     if host:
-        return f"no Docker engine answers at DOCKER_HOST={host}"
+        return f"nothing answers at DOCKER_HOST={host}"
     if Path(DEFAULT_SOCKET).exists():
-        return f"no Docker engine answers at {DEFAULT_SOCKET}"
+        return f"nothing answers at {DEFAULT_SOCKET}"
     return f"DOCKER_HOST is unset and {DEFAULT_SOCKET} does not exist"
 
 
@@ -94,6 +105,18 @@ def private_engine_unavailable() -> str | None:
     if shutil.which("dockerd") is None:
         return "dockerd is not installed (Debian: apt-get install docker.io)"
     return None
+
+
+def engine_unavailable() -> str | None:
+    """None when `docker_engine()` can provide an engine (running, or a private one), else why not."""
+    try:
+        import docker  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return "the docker Python SDK is not installed: pip install 'proxywasm-host[docker]'"
+    if running_engine() is not None:
+        return None
+    reason = private_engine_unavailable()
+    return None if reason is None else f"no Docker engine: {no_running_engine()}, and {reason}"
 
 
 class PrivateDockerd:
@@ -164,9 +187,9 @@ def docker_engine() -> Iterator[str]:
     if host is not None:
         yield host
         return
-    reason = private_engine_unavailable()
+    reason = engine_unavailable()
     if reason is not None:
-        raise DockerUnavailable(f"no Docker engine: {no_running_engine()}, and {reason}")
+        raise DockerUnavailable(reason)
     daemon = PrivateDockerd()
     try:
         yield daemon.start()

@@ -15,20 +15,6 @@ from .harness import EnvoyHarness
 from .upstream import EchoUpstream
 
 
-def docker_unavailable_reason() -> str | None:
-    """None if a Docker engine answers a ping through the ``docker`` SDK, else why not."""
-    try:
-        import docker  # type: ignore[import-untyped]
-    except ImportError:
-        return "the docker Python SDK is not installed: pip install 'proxywasm-host[docker]'"
-    try:
-        client = docker.from_env(timeout=3)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
-        return f"no Docker engine reachable ({type(exc).__name__}: {str(exc)[:160]})"
-    return None
-
-
 @contextmanager
 def echo_upstream() -> Iterator[EchoUpstream]:
     """A started echo upstream, stopped afterwards."""
@@ -42,7 +28,7 @@ def envoy_harness(
 ) -> Iterator[EnvoyHarness]:
     """A started ``EnvoyHarness``; Envoy's wasm log is printed if the body raises.
 
-    ``PROXYWASM_ENVOY_DOCKER=1`` runs Envoy in the ``envoyproxy/envoy`` image instead of the wheel.
+    ``PROXYWASM_ENVOY_DOCKER=1`` runs Envoy in a container instead (see ``docker_envoy.choose_image``).
     """
     kwargs.setdefault("use_docker", os.environ.get("PROXYWASM_ENVOY_DOCKER") == "1")
     env = EnvoyHarness(filters, upstream=upstream, **kwargs)

@@ -213,13 +213,12 @@ class EnvoyHarness:
         return self
 
     def _start_docker(self, args: list[str]) -> None:
-        from .docker_envoy import choose_image, docker_client, no_running_engine
+        from .docker_envoy import DockerUnavailable, choose_image, connect
 
-        client = docker_client()
         try:
-            client.ping()
-        except Exception:  # noqa: BLE001 - any failure means no engine answers
-            raise EnvoyError(f"use_docker=True: {no_running_engine()}") from None
+            client = connect()
+        except DockerUnavailable as e:
+            raise EnvoyError(f"use_docker=True: {e}") from None
         if self.docker_image is None:
             choice = choose_image(client)
             self.docker_image, self.docker_image_source = choice.image, choice.source
