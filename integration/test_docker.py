@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -212,6 +213,11 @@ def test_bad_situations_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(d.ImageBuildError, match=r"^/nonexistent/envoy: no such file \(the Envoy binary the image "
                                                  r"is built from\)$"):
         d.build_image(binary="/nonexistent/envoy")
+    no_sdk = subprocess.run([sys.executable, "-c", "import sys; sys.modules['docker'] = None  # import fails\n"
+                             "from proxywasm_host.cli import main; sys.exit(main(['envoy', 'image']))"],
+                            capture_output=True, text=True, timeout=60)
+    assert (no_sdk.returncode, no_sdk.stderr) == (
+        1, "proxywasm: error: Envoy in Docker needs docker: pip install 'proxywasm-host[docker]'\n")
     monkeypatch.setenv("PATH", str(tmp_path))  # neither docker nor docker-compose
     with pytest.raises(d.DockerUnavailable, match=r"^compose is missing: neither `docker compose`"):
         d.compose_command()

@@ -76,6 +76,7 @@ def connect() -> Any:
 
 def running_engine() -> str | None:
     """DOCKER_HOST, else the default socket, when an engine answers there; else None."""
+    require("docker", "docker", "Envoy in Docker")  # a missing SDK is MissingExtra, not "no engine"
     host = os.environ.get("DOCKER_HOST") or (f"unix://{DEFAULT_SOCKET}" if Path(DEFAULT_SOCKET).exists() else None)
     if host is None:
         return None
