@@ -114,6 +114,15 @@ def test_cli_publish_hot_swaps_the_repo_config(repo_copy: Path, capsys: pytest.C
         err = capsys.readouterr().err
         assert err == ("proxywasm: error: ratelimit module (15 bytes): Failed to parse corrupted Wasm module: "
                        "failed to parse WebAssembly module: unexpected end-of-file (at offset 0xa)\n")
+        # the host's configure check refuses a bad configuration with the filter's log line: Envoy never sees it
+        assert main(["envoy", "publish", "ratelimit", str(module), "--config", '{"bucket": {"max_tokens": "x"}}',
+                     *target]) == 1
+        err = capsys.readouterr().err
+        assert err == ("proxywasm: error: the host's configure check refused the filter config: plugin ratelimit "
+                       f"(ratelimit module ({module.stat().st_size} bytes)): proxy_on_configure returned false "
+                       "(Failed to configure base Wasm plugin)\n    filter log lines:\n"
+                       "    [error] ratelimit: bucket.max_tokens: expected integer\n")
+        assert ecds.read_bytes() == accepted
         # without the pre-flight, Envoy itself refuses a bad configuration; the ECDS file is put back
         assert main(["envoy", "publish", "ratelimit", str(module), "--skip-envoy",
                      "--config", '{"bucket": {"max_tokens": "x"}}', *target]) == 1

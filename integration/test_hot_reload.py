@@ -90,6 +90,7 @@ def test_hot_reload_code_then_config_under_load(envoy: EnvoyHarness, wasm_v2: by
         for lp in loops:
             lp.wait_for("5 responses", lambda samples: len(samples) >= 5)
         code = envoy.publish("jwt_authn", wasm_v2)  # code swap v1 -> v2, same config
+        assert code.checks == ("load", "configure")  # the host's pre-flight, no envoy --mode validate
         for lp in loops:
             lp.wait_for("v2", lambda samples: any(s.version == "v2" for s in samples))
         conf = envoy.publish("jwt_authn", configuration="cfg-two")  # config swap, same code
@@ -105,8 +106,10 @@ def test_hot_reload_code_then_config_under_load(envoy: EnvoyHarness, wasm_v2: by
             envoy.publish("jwt_authn", build_wat(WAT_DIR / "no_abi.wat"))
         with pytest.raises(PublishError, match="proxy_does_not_exist"):
             envoy.publish("jwt_authn", build_wat(WAT_DIR / "missing_import.wat"))
-        with pytest.raises(PublishError):
-            envoy.publish("jwt_authn", configuration="reject-this-config")  # on_configure returns false
+        # on_configure returns false: the host's configure check refuses it, Envoy never sees it
+        with pytest.raises(PublishError, match=r"the host's configure check refused the filter config: "
+                                               r"plugin jwt_authn .*: proxy_on_configure returned false"):
+            envoy.publish("jwt_authn", configuration="reject-this-config")
         refused_at = time.monotonic()
         for lp in loops:
             lp.wait_for("5 responses after the refused updates",
@@ -145,8 +148,9 @@ def test_hot_reload_code_then_config_under_load(envoy: EnvoyHarness, wasm_v2: by
 
 
 def test_update_refused_by_envoy_itself_keeps_old_filter(envoy: EnvoyHarness) -> None:
-    """Without the validate pre-flight, Envoy's own rejection is detected from its ECDS counters."""
-    envoy.validate_with_envoy = False
+    """Without the host's pre-flight (the fast path: wasmtime only validates the bytes), Envoy's own
+    rejection is detected from its ECDS counters."""
+    envoy.preflight = False
     pid = envoy.pid
     with pytest.raises(PublishError, match=r"update_rejected\+1.*\n.*Failed to configure base Wasm plugin"):
         envoy.publish("jwt_authn", configuration="reject-me")
@@ -156,3 +160,21 @@ def test_update_refused_by_envoy_itself_keeps_old_filter(envoy: EnvoyHarness) ->
     assert (r.status_code, r.headers["x-filter-version"], r.headers["x-filter-config"]) == (200, "v1", "cfg-one")
     assert envoy.pid == pid
     assert envoy.current("jwt_authn")["configuration"] == "cfg-one"
+
+
+def test_envoy_validate_runs_once_per_module_and_configuration(envoy: EnvoyHarness, wasm_v2: bytes) -> None:
+    """validate_with_envoy adds envoy --mode validate; its verdict is remembered per typed config."""
+    envoy.validate_with_envoy = True
+    first = envoy.publish("jwt_authn", wasm_v2, configuration="cfg-x")
+    other = envoy.publish("jwt_authn", configuration="cfg-y")
+    again = envoy.publish("jwt_authn", configuration="cfg-x")  # module and configuration of the first: remembered
+    assert [r.checks for r in (first, other, again)] == [
+        ("load", "configure", "envoy-validate"), ("load", "configure", "envoy-validate"),
+        ("load", "configure", "envoy-validate (remembered)")]
+    envoy.preflight = False  # so that Envoy's validate is what refuses it
+    for _ in range(2):  # the second refusal is the remembered one, with the same message
+        with pytest.raises(PublishError, match="envoy --mode validate refused the filter config:\n.*"
+                                               "Failed to configure base Wasm plugin"):
+            envoy.publish("jwt_authn", configuration="reject-by-validate")
+    r = httpx.get(envoy.url("/"), headers={"x-allow": "1"}, timeout=5)
+    assert (r.headers["x-filter-version"], r.headers["x-filter-config"]) == ("v2", "cfg-x")

@@ -28,7 +28,7 @@ def render(template: str, **values: Any) -> Any:
     """Load ``templates/<template>`` with every ``${key}`` replaced by ``json.dumps(value)``."""
     text = (resources.files("proxywasm_host.envoy") / "templates" / template).read_text("utf-8")
     quoted = {k: json.dumps(v) for k, v in values.items()}
-    return yaml.safe_load(string.Template(text).substitute(quoted))
+    return yaml.load(string.Template(text).substitute(quoted), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @dataclass

@@ -87,7 +87,8 @@ class EnvoyHarness:
         docker_image: str | None = None,
         extra_args: Sequence[str] = (),
         start_timeout: float = 30.0,
-        validate_with_envoy: bool = True,
+        preflight: bool = True,
+        validate_with_envoy: bool = False,
     ) -> None:
         self.listeners: list[ListenerSpec] = (
             list(listeners) if listeners is not None
@@ -112,7 +113,8 @@ class EnvoyHarness:
         self.docker_image_source = "given" if docker_image else ""  # how the image was chosen (docker_envoy.ImageChoice)
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
-        self.validate_with_envoy = validate_with_envoy
+        self.preflight = preflight  # publish: the host's configure check (False: Envoy's own refusal judges)
+        self.validate_with_envoy = validate_with_envoy  # publish: also envoy --mode validate (seconds per new module)
         self.log_path = self.workdir / "envoy.log"
         self.ports: dict[str, int] = {}
         self.admin_port = 0
@@ -373,8 +375,9 @@ class EnvoyHarness:
         """Hot-swap the module and/or plugin configuration of an ECDS-mounted wasm filter.
 
         ``None`` keeps the currently published value. See ``proxywasm_host.envoy.publish.publish``
-        for the steps; returns once Envoy's ``config_reload`` counter moved, raises ``PublishError``
-        (with Envoy's log lines) if anything refuses the update; the old filter keeps serving then.
+        for the steps (``preflight`` and ``validate_with_envoy`` choose the checks); returns once Envoy's
+        ``config_reload`` counter moved, raises ``PublishError`` (with Envoy's log lines) if anything
+        refuses the update; the old filter keeps serving then.
         """
         spec = self._wasm_specs.get(filter_name)
         if spec is None:
@@ -394,8 +397,9 @@ class EnvoyHarness:
             return publish(
                 self.ecds_path(filter_name), filter_name, wasm, configuration, root_id=root_id, vm_id=vm_id,
                 plugin_name=spec.plugin_name or spec.name, failure_policy=spec.failure_policy,
-                admin_url=self.admin_url, wasm_dir=self.wasm_dir, validate=self.validate_with_envoy,
-                envoy_bin=self.envoy_bin, clusters=list(self.clusters), envoy_log=self.log_path, timeout=timeout,
+                admin_url=self.admin_url, wasm_dir=self.wasm_dir, validate=self.preflight,
+                envoy_validate=self.validate_with_envoy, envoy_bin=self.envoy_bin, clusters=list(self.clusters),
+                envoy_log=self.log_path, timeout=timeout,
             )
 
 

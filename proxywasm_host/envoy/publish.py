@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import httpx
 import yaml
 
 from . import config as cfg
-from .validate import PublishError, check_wasm_module, envoy_validate, find_envoy
+from .validate import PublishError, check_configuration, check_wasm_bytes, check_wasm_module, envoy_verdict, find_envoy
 
 FAILURE_COUNTERS = ("update_rejected", "update_failure", "config_fail")
 
@@ -42,14 +43,33 @@ class PublishResult:
     configuration: str
     version: str
     changed: bool
-    validate_seconds: float
+    validate_seconds: float  # the call -> the rename: the pre-flight checks (and copying the module)
     reload_seconds: float | None  # rename -> config_reload visible in /stats; None when not awaited (no admin_url)
     published_at: float  # time.monotonic() right after the rename
+    checks: tuple[str, ...] = ()  # what judged it before Envoy: "parse" or "load" and "configure",
+    # then "envoy-validate" or "envoy-validate (remembered)"
+
+    @property
+    def total_seconds(self) -> float | None:
+        """The call -> Envoy applied it (the switch-over as ``publish`` sees it)."""
+        return None if self.reload_seconds is None else self.validate_seconds + self.reload_seconds
+
+
+_ADMIN: list[httpx.Client] = []  # one keep-alive client: a new one costs ~70 ms of CPU (its SSL context)
+_ADMIN_LOCK = threading.Lock()
+
+
+def _admin_client() -> httpx.Client:
+    with _ADMIN_LOCK:
+        if not _ADMIN:
+            _ADMIN.append(httpx.Client(trust_env=False))  # httpx clients are thread-safe
+        return _ADMIN[0]
 
 
 def admin_stats(admin_url: str, regex: str = "", timeout: float = 5.0) -> dict[str, int]:
     """Counters and gauges from Envoy's ``/stats`` (histograms are skipped)."""
-    r = httpx.get(admin_url.rstrip("/") + "/stats", params={"filter": regex} if regex else None, timeout=timeout)
+    r = _admin_client().get(admin_url.rstrip("/") + "/stats", params={"filter": regex} if regex else None,
+                            timeout=timeout)
     text = r.raise_for_status().text
     out: dict[str, int] = {}
     for line in text.splitlines():
@@ -68,7 +88,7 @@ def ecds_stats(admin_url: str, filter_name: str, timeout: float = 5.0) -> dict[s
 def published(ecds_file: str | os.PathLike[str], filter_name: str) -> dict[str, Any] | None:
     """What the ECDS file serves for ``filter_name`` (module, configuration, ids), or None if nothing."""
     try:
-        doc = yaml.safe_load(Path(ecds_file).read_text())
+        doc = _load_yaml(Path(ecds_file).read_text())
     except (FileNotFoundError, yaml.YAMLError):
         return None
     resources = doc.get("resources") if isinstance(doc, dict) else None
@@ -92,6 +112,14 @@ def published(ecds_file: str | os.PathLike[str], filter_name: str) -> dict[str, 
         "wasm_path": ((vm.get("code") or {}).get("local") or {}).get("filename"),
         "sha256": vm_conf[len("sha256:"):] if vm_conf.startswith("sha256:") else None,
     }
+
+
+def _load_yaml(text: str) -> Any:
+    """JSON (what ``publish`` writes) with the json module, YAML (a hand-written file) with libyaml if present."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -142,21 +170,28 @@ def publish(
     admin_url: str | None = None,
     wasm_dir: str | os.PathLike[str] | None = None,
     validate: bool = True,
+    envoy_validate: bool = False,
     envoy_bin: str | None = None,
     clusters: Sequence[str] = (),
     envoy_log: str | os.PathLike[str] | None = None,
     timeout: float = 15.0,
     progress: Callable[[str], None] | None = None,
 ) -> PublishResult:
-    """Validate ``wasm`` + ``configuration``, then swap them into the ECDS file Envoy watches.
+    """Check ``wasm`` + ``configuration``, then swap them into the ECDS file Envoy watches.
 
-    1. wasmtime must compile the module and find ``proxy_abi_version_*``.
+    1. The host loads the module as Envoy does (wasmtime compiles it, once per sha256,
+       and finds ``proxy_abi_version_*``, the callbacks' signatures and the imports);
+       without ``validate``, wasmtime only validates the bytes (no compile).
     2. The module is copied to ``<wasm_dir>/<filter_name>-<sha256>.wasm`` (default
        ``wasm_dir``: ``wasm/`` beside the ECDS directory); the config names that
        absolute path and carries ``sha256:<hex>`` as VM configuration, since Envoy
        ignores an update whose config is identical.
-    3. With ``validate``, ``envoy --mode validate`` runs on a throwaway bootstrap
-       that holds exactly this filter config inline (validate mode skips ECDS files).
+    3. With ``validate`` (the default), the host starts the plugin with this
+       configuration (``proxy_on_vm_start``, ``proxy_on_configure``) and refuses what
+       Envoy would refuse; without it Envoy's own refusal (step 5) judges module and configuration.
+       With ``envoy_validate``, ``envoy --mode validate`` also runs (niced) on a throwaway
+       bootstrap that holds exactly this filter config inline; its verdict is remembered per
+       typed config (module sha256, configuration, root_id, vm_id, ...), so it runs once.
     4. The DiscoveryResponse goes to a temp file in the watched directory, chmod
        0644, and is renamed over ``ecds_file``.
     5. With ``admin_url``, waits until ``update_success`` and ``config_reload`` of
@@ -175,7 +210,8 @@ def publish(
     ecds_file = Path(ecds_file).absolute()
     t0 = time.monotonic()
     data = bytes(wasm) if isinstance(wasm, (bytes, bytearray, memoryview)) else Path(wasm).read_bytes()
-    check_wasm_module(data, f"{filter_name} module ({len(data)} bytes)")
+    what = f"{filter_name} module ({len(data)} bytes)"
+    (check_wasm_module if validate else check_wasm_bytes)(data, what)
     sha = hashlib.sha256(data).hexdigest()
     dest = Path(wasm_dir).absolute() if wasm_dir is not None else ecds_file.parent.parent / "wasm"
     dest = dest / f"{filter_name}-{sha}.wasm"
@@ -188,25 +224,21 @@ def publish(
         return kept
 
     configuration = keep(configuration, "configuration", "")
-    tc = cfg.wasm_typed_config(
-        plugin_name=keep(plugin_name, "plugin_name", filter_name), root_id=keep(root_id, "root_id", ""),
-        vm_id=keep(vm_id, "vm_id", ""), configuration=configuration, filename=str(dest), sha256=sha,
-        failure_policy=keep(failure_policy, "failure_policy", "FAIL_CLOSED"),
-    )
+    plugin = {"name": keep(plugin_name, "plugin_name", filter_name), "root_id": keep(root_id, "root_id", ""),
+              "vm_id": keep(vm_id, "vm_id", ""), "configuration": configuration}
+    tc = cfg.wasm_typed_config(plugin_name=plugin["name"], root_id=plugin["root_id"], vm_id=plugin["vm_id"],
+                               configuration=configuration, filename=str(dest), sha256=sha,
+                               failure_policy=keep(failure_policy, "failure_policy", "FAIL_CLOSED"))
     if old.get("typed_config") == tc:  # Envoy hashes typed_config and ignores identical updates
         return PublishResult(filter_name, sha, str(dest), configuration, "", False, 0.0, 0.0, time.monotonic())
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(dest, data)
+    checks = ["load", "configure"] if validate else ["parse"]
     if validate:
-        try:
-            bin_ = envoy_bin or find_envoy()
-        except FileNotFoundError as exc:
-            raise PublishError(f"{exc}; the validate pre-flight needs a local Envoy binary "
-                               "(or skip it: validate=False, --skip-envoy)") from exc
-        if progress is not None:
-            progress("checking the filter with envoy --mode validate")
-        envoy_validate(tc, envoy_bin=bin_, clusters=list(clusters))
+        check_configuration(data, **plugin, vm_configuration=f"sha256:{sha}", clusters=clusters, what=what)
+    if envoy_validate:
+        checks.append(_envoy_validate(tc, envoy_bin, clusters, progress))
     validate_s = time.monotonic() - t0
     before: dict[str, int] = {}
     if admin_url is not None:
@@ -220,11 +252,12 @@ def publish(
     version = write_ecds(ecds_file, filter_name, tc)
     t_rename = time.monotonic()
     if admin_url is None:
-        return PublishResult(filter_name, sha, str(dest), configuration, version, True, validate_s, None, t_rename)
+        return PublishResult(filter_name, sha, str(dest), configuration, version, True, validate_s, None, t_rename,
+                             tuple(checks))
     why, now = _await_update(admin_url, filter_name, before, ("config_reload", "update_success"), timeout)
     if why is None:
         return PublishResult(filter_name, sha, str(dest), configuration, version, True, validate_s,
-                             time.monotonic() - t_rename, t_rename)
+                             time.monotonic() - t_rename, t_rename, tuple(checks))
     if now is None:  # no verdict: Envoy may still apply it, so the new file stays (never undo an accepted update)
         raise PublishTimeout(f"Envoy did not answer in time for {filter_name}: {why}; {ecds_file} now serves the new "
                              f"filter and Envoy may still apply it (see {admin_url}/stats?filter=extension_config)")
@@ -235,6 +268,20 @@ def publish(
     lines = _envoy_lines(log, log_offset)
     raise PublishError(f"Envoy refused the update of {filter_name} ({why}); the previous filter keeps serving"
                        + (":\n  " + "\n  ".join(lines[-12:]) if lines else ""))
+
+
+def _envoy_validate(typed_config: dict[str, Any], envoy_bin: str | None, clusters: Sequence[str],
+                    progress: Callable[[str], None] | None) -> str:
+    """Envoy's own verdict on ``typed_config`` (remembered per typed config); returns how it was had."""
+    try:
+        bin_ = envoy_bin or find_envoy()
+    except FileNotFoundError as exc:
+        raise PublishError(f"{exc}; envoy --mode validate needs a local Envoy binary (or leave it out: "
+                           "envoy_validate=False)") from exc
+    if progress is not None:
+        progress("checking the filter with envoy --mode validate")
+    return "envoy-validate (remembered)" if envoy_verdict(typed_config, envoy_bin=bin_, clusters=clusters) \
+        else "envoy-validate"
 
 
 def _await_update(admin_url: str, filter_name: str, before: dict[str, int], needed: Sequence[str],
