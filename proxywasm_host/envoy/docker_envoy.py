@@ -211,10 +211,11 @@ def compose_command() -> list[str]:
 def write_envoy_script(path: str | os.PathLike[str], image: str, mounts: tuple[str, ...] = ("/tmp",)) -> Path:
     """An `envoy` that runs Envoy in `image` (host network, the caller's user, each of `mounts` and the
     working directory at the same path): with ENVOY_BIN naming it, whatever runs an Envoy binary (parity,
-    StaticEnvoy, publish's validate) runs the container. Docker forwards SIGTERM to Envoy; --rm removes it."""
+    StaticEnvoy, publish's validate) runs the container. Docker forwards SIGTERM to Envoy; --rm removes it.
+    ENVOY_UID=0 keeps envoyproxy/envoy's entrypoint from switching to its own user."""
     volumes = " ".join(f"-v {shlex.quote(m)}:{shlex.quote(m)}" for m in mounts)
     script = Path(path)
-    script.write_text(f"#!/bin/sh\nexec docker run --rm -i --network host --user \"$(id -u):$(id -g)\" {volumes} "
+    script.write_text(f"#!/bin/sh\nexec docker run --rm -i --network host --user \"$(id -u):$(id -g)\" -e ENVOY_UID=0 {volumes} "
                       f"-v \"$PWD:$PWD\" -w \"$PWD\" {shlex.quote(image)} envoy \"$@\"\n")
     script.chmod(0o755)
     return script

@@ -231,6 +231,7 @@ class EnvoyHarness:
             self.docker_image, ["envoy", *args], detach=True, network_mode="host",
             volumes={str(self.workdir): {"bind": str(self.workdir), "mode": "rw"}},
             user=f"{os.getuid()}:{os.getgid()}", remove=False,
+            environment={"ENVOY_UID": "0"},  # envoyproxy/envoy's entrypoint: run as `user`, do not su-exec to uid 101
         )
 
         def pump(container: Any = self._docker, path: Path = self.log_path) -> None:
