@@ -247,15 +247,28 @@ def test_a_grpc_callout(reply: GrpcReply, proxywasm_parity) -> None:
 def test_what_the_connection_manager_does_to_a_clients_headers(proxywasm_parity) -> None:
     """Before any filter: a repeated header Envoy keeps inline reaches the filters as one value
     joined with "," (others stay separate lines), hop-by-hop headers and Envoy's internal x-envoy-*
-    request headers are gone. The filter logs the header map it sees."""
-    log_pairs = ("(drop (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104)))"
-                 " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))) (i32.const 0)")
+    request headers are gone; an upstream's response likewise (its own inline set), with the
+    router's x-envoy-upstream-service-time in place of the upstream's, and the remaining hop-by-hop
+    headers dropped after the filters. The filter logs the header maps it sees."""
+    def log_pairs(map_type: int) -> str:
+        return (f"(drop (call $proxy_get_header_map_pairs (i32.const {map_type}) (i32.const 0x100) (i32.const 0x104)))"
+                " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))"
+                " (i32.const 0)")
+
     repeated = [(n, v) for n in ("authorization", "x-token", "cookie", "accept", "expect", "x-forwarded-for", "te")
                 for v in ("a", "b")]
     internal = [("x-envoy-retry-on", "5xx"), ("x-envoy-internal", "true"), ("x-envoy-original-path", "/x"),
                 ("keep-alive", "timeout=5"), ("proxy-connection", "keep-alive")]
-    report = proxywasm_parity(Scenario([Filter(build({"proxy_on_request_headers": log_pairs}), name="seen")],
-                                       [Request(headers=repeated + internal)]))
+    answer = [(n, v) for n in ("cache-control", "set-cookie", "server") for v in ("a", "b")] + [
+        ("keep-alive", "1"), ("proxy-connection", "x"), ("upgrade", "h2c"), ("x-envoy-upstream-service-time", "77")]
+    timing = "(drop (call $proxy_remove_header_map_value (i32.const 2) {took}))"  # Envoy's value is a real duration
+    seen = build({"proxy_on_request_headers": log_pairs(0), "proxy_on_response_headers": timing + log_pairs(2)},
+                 {"took": "x-envoy-upstream-service-time"})
+    report = proxywasm_parity(Scenario([Filter(seen, name="seen")], [Request(headers=repeated + internal)],
+                                       upstream=Response(200, answer, "ok")))
     upstream = report.envoy.exchanges[0].upstream[0]
     assert ("authorization", "a,b") in upstream and [v for k, v in upstream if k == "x-token"] == ["a", "b"]
     assert not {"te", "keep-alive", "proxy-connection", "x-envoy-retry-on", "x-envoy-internal"} & {k for k, _ in upstream}
+    client = report.envoy.exchanges[0].client_headers
+    assert ("cache-control", "a,b") in client and [v for k, v in client if k == "set-cookie"] == ["a", "b"]
+    assert not {"keep-alive", "proxy-connection", "upgrade"} & {k for k, _ in client}

@@ -285,10 +285,19 @@ class Host:
         }
 
     def apply_router_defaults(self, headers: HeaderMap, elapsed_ns: int) -> None:
-        """What Envoy's router adds to an upstream response before the filters see it:
-        x-envoy-upstream-service-time (ms; here the virtual time since the request started)."""
-        if self.connection_manager_defaults and headers.get(b"x-envoy-upstream-service-time") is None:
-            headers.add(b"x-envoy-upstream-service-time", str(elapsed_ns // 1_000_000).encode())
+        """What Envoy does to an upstream response before the filters see it (measured): its
+        HTTP/1.1 codec drops keep-alive and joins a repeated header it keeps inline; the router
+        sets x-envoy-upstream-service-time (ms; here the virtual time since the request started),
+        in place of one the upstream sent. The other hop-by-hop headers go after the filters
+        (HttpStream.mark_connection_close)."""
+        if not self.connection_manager_defaults:
+            return
+        headers.remove(b"keep-alive")
+        _join_repeated(headers, JOINED_RESPONSE_HEADERS)
+        name, service_time = b"x-envoy-upstream-service-time", str(elapsed_ns // 1_000_000).encode()
+        at = next((i for i, (k, _) in enumerate(headers.pairs) if k == name), None)
+        headers.remove(name)
+        headers.pairs.insert(len(headers.pairs) if at is None else at, (name, service_time))
 
     def upstream_attributes(self) -> dict[str, Any]:
         """upstream.* once a stream or connection has an upstream host (Envoy: from the router or tcp_proxy)."""
@@ -311,7 +320,7 @@ class Host:
             return
         for name in (b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS):
             headers.remove(name)
-        _join_repeated(headers)
+        _join_repeated(headers, JOINED_REQUEST_HEADERS)
         te = headers.get(b"te")
         if te is not None:  # only its "trailers" token is passed on
             if b"trailers" in (token.strip() for token in te.lower().split(b",")):
@@ -336,6 +345,13 @@ JOINED_REQUEST_HEADERS = frozenset(name.encode() for name in (
     "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "origin", "pragma",
     "referer", "te", "user-agent", "via", "x-client-trace-id", "x-forwarded-for", "x-forwarded-host", "x-forwarded-port",
     "x-forwarded-proto", "x-request-id"))
+#: The same for an upstream's response headers
+JOINED_RESPONSE_HEADERS = frozenset(name.encode() for name in (
+    "access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
+    "access-control-allow-origin", "access-control-expose-headers", "access-control-max-age", "age", "cache-control",
+    "content-encoding", "content-type", "date", "etag", "expires", "grpc-message", "grpc-status", "last-modified",
+    "location", "proxy-connection", "server", "vary", "via", "x-envoy-decorator-operation", "x-envoy-degraded", "x-envoy-immediate-health-check-fail",
+    "x-envoy-ratelimited", "x-envoy-upstream-healthchecked-cluster", "x-request-id"))
 #: connection-level headers Envoy's HTTP/1.1 codec drops (te survives only as "trailers")
 HOP_BY_HOP = (b"keep-alive", b"proxy-connection")
 #: Envoy's own request headers that it removes from a client's request before the filters run
@@ -347,8 +363,8 @@ INTERNAL_REQUEST_HEADERS = tuple(f"x-envoy-{name}".encode() for name in (
     "upstream-rq-timeout-ms", "upstream-stream-duration-ms"))
 
 
-def _join_repeated(headers: HeaderMap) -> None:
-    """Join repeated JOINED_REQUEST_HEADERS into their first line, as Envoy's header map does."""
+def _join_repeated(headers: HeaderMap, joined: frozenset[bytes]) -> None:
+    """Join each repeated header of `joined` into its first line, as Envoy's header map does."""
     first: dict[bytes, int] = {}
     out: list[tuple[bytes, bytes]] = []
     for name, value in headers.pairs:
@@ -356,7 +372,7 @@ def _join_repeated(headers: HeaderMap) -> None:
             at = first[name]
             out[at] = (name, out[at][1] + b"," + value)
             continue
-        if name in JOINED_REQUEST_HEADERS:
+        if name in joined:
             first[name] = len(out)
         out.append((name, value))
     headers.pairs[:] = out

@@ -509,15 +509,18 @@ class HttpStream(Context):
         return hm
 
     def mark_connection_close(self) -> None:
-        """Envoy's connection manager (HTTP/1.1, measured on 1.40) closes the connection after a
-        response that starts before the request ended, and after a local 400; it says so with
-        `connection: close` to the client, after the filters ran."""
+        """Envoy's connection manager (HTTP/1.1, measured on 1.40), after the filters ran: it
+        drops the hop-by-hop headers the response still has, and closes the connection after a
+        response that starts before the request ended, and after a local 400, saying so with
+        `connection: close` to the client."""
         out = self.downstream_response
         if not self.plugin.host.connection_manager_defaults or out.headers is None:
             return
+        pairs = [(k, v) for k, v in out.headers._raw if k not in _HOP_BY_HOP_RESPONSE]
         local_400 = self.local_reply is not None and self.local_reply.status_code == 400
         if not self.request.end_seen or local_400:
-            out.headers = Headers([*out.headers._raw, (b"connection", b"close")])
+            pairs.append((b"connection", b"close"))
+        out.headers = Headers(pairs)
 
     # -- what hostcalls see ----------------------------------------------------
 
@@ -619,6 +622,8 @@ def _byte_size(headers: HeaderMap) -> int:
 
 
 #: Envoy's Grpc::Utility::httpToGrpcStatus, for responses without a grpc-status.
+#: what the connection manager removes from a response on its way to the client (measured on 1.40)
+_HOP_BY_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade"})
 _HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 
 

@@ -788,13 +788,13 @@ def _cluster_server(answer: Response | dict[str, Response]) -> Any:
 
     def fixed(resp: Response) -> FixedResponse:
         pairs, body = _response_pairs(resp)
-        return FixedResponse(resp.status, body, dict(pairs))
+        return FixedResponse(resp.status, body, pairs)
 
     server = EchoUpstream(record=True)
     server.default_response = fixed(NOT_LISTED if isinstance(answer, dict) else answer)
     for path, resp in (answer.items() if isinstance(answer, dict) else ()):
         pairs, body = _response_pairs(resp)
-        server.set_response(path, body, resp.status, dict(pairs))
+        server.set_response(path, body, resp.status, pairs)
     return server
 
 

@@ -137,3 +137,19 @@ def test_connection_manager_joins_inline_headers_and_drops_hop_by_hop_and_intern
     trailers_only = Host().load_plugin(build({})).http_stream()
     trailers_only.send_request_headers({**REQ, "te": "trailers"})
     assert trailers_only.upstream_request.headers["te"] == "trailers"
+
+
+def test_upstream_response_headers_as_envoy_hands_them_to_filters_and_client():
+    """Measured on Envoy 1.40: keep-alive dropped and inline headers joined before the filters, the
+    router's service time in place of the upstream's; connection, proxy-connection and upgrade
+    dropped on the way to the client."""
+    s = Host().load_plugin(build({})).http_stream()
+    s.send_request_headers(REQ)
+    s.send_response_headers([(":status", "200"), ("cache-control", "a"), ("set-cookie", "a"), ("cache-control", "b"),
+                             ("set-cookie", "b"), ("x-envoy-upstream-service-time", "77"), ("keep-alive", "1"),
+                             ("proxy-connection", "x"), ("upgrade", "h2c"), ("connection", "foo")])
+    h = s.downstream_response.headers
+    assert h.get_all("cache-control") == ["a,b"] and h.get_all("set-cookie") == ["a", "b"]
+    assert h.get_all("x-envoy-upstream-service-time") == ["0"]
+    assert [h.get(n) for n in ("keep-alive", "proxy-connection", "upgrade")] == [None] * 3
+    assert "foo" not in h.get_all("connection")

@@ -21,7 +21,7 @@ class FixedResponse:
 
     status: int = 200
     body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] | list[tuple[str, str]] = field(default_factory=dict)  # pairs: a name may repeat
     delay: float = 0.0  # seconds to wait before answering (slow JWKS / callout targets)
 
 
@@ -71,7 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fixed is not None:
             if fixed.delay:
                 time.sleep(fixed.delay)
-            status, payload, headers = fixed.status, fixed.body, dict(fixed.headers)
+            status, payload = fixed.status, fixed.body
+            headers = list(fixed.headers.items()) if isinstance(fixed.headers, dict) else list(fixed.headers)
         else:
             pairs = [(k.lower(), v) for k, v in self.headers.items()]
             merged: dict[str, str] = {}
@@ -85,14 +86,14 @@ class _Handler(BaseHTTPRequestHandler):
                 "body": body.decode("utf-8", "replace"),
             }
             status, payload = 200, json.dumps(doc).encode()
-            headers = {"content-type": "application/json"}
+            headers = [("content-type", "application/json")]
         if up.received is None:
             self.send_response(status)
         else:  # recording for a parity run: exactly the response's own headers, no server/date
             self.send_response_only(status)
-        for k, v in headers.items():
+        for k, v in headers:
             self.send_header(k, v)
-        if "content-length" not in {k.lower() for k in headers}:
+        if "content-length" not in {k.lower() for k, _ in headers}:
             self.send_header("content-length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
@@ -123,13 +124,15 @@ class EchoUpstream:
 
     def set_response(
         self, path: str, body: bytes | str | dict[str, Any], status: int = 200,
-        headers: dict[str, str] | None = None, delay: float = 0.0,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None, delay: float = 0.0,
     ) -> None:
-        """Serve ``body`` for ``path`` from now on (dicts are sent as JSON)."""
-        hdrs = dict(headers or {})
+        """Serve ``body`` for ``path`` from now on (dicts are sent as JSON); ``headers`` as pairs may
+        repeat a name."""
+        hdrs = list((headers or {}).items()) if isinstance(headers, dict) or headers is None else list(headers)
         if isinstance(body, dict):
             body = json.dumps(body).encode()
-            hdrs.setdefault("content-type", "application/json")
+            if not any(k.lower() == "content-type" for k, _ in hdrs):
+                hdrs.append(("content-type", "application/json"))
         elif isinstance(body, str):
             body = body.encode()
         with self._lock:
