@@ -33,7 +33,7 @@ def register(sub: Any, common: argparse.ArgumentParser, plugin: argparse.Argumen
     p.set_defaults(func=cmd_envoy_up, show=None, json=False)
 
     p = envoy_sub.add_parser("publish", parents=[common], help="hot-swap a filter's module and configuration "
-                             "in a running Envoy (validate, then rename a new ECDS file)")
+                             "in a running Envoy (check, then rename a new ECDS file)")
     p.add_argument("name", metavar="NAME", help="HTTP filter name (= ECDS resource name)")
     p.add_argument("module", metavar="MODULE")
     p.add_argument("--config", metavar="STR|@FILE", help="plugin configuration (default: keep the published one)")
@@ -45,7 +45,10 @@ def register(sub: Any, common: argparse.ArgumentParser, plugin: argparse.Argumen
                    f"`proxywasm envoy up`'s, else {DEFAULT_ADMIN}; '' = do not wait)")
     p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
                    help="how long to wait for Envoy to apply the update (default 15)")
-    p.add_argument("--skip-envoy", action="store_true", help="no envoy --mode validate pre-flight")
+    p.add_argument("--skip-envoy", action="store_true", help="no configure check before Envoy sees it (only the "
+                   "bytes are validated): Envoy's own refusal judges, the previous filter keeps serving")
+    p.add_argument("--envoy-validate", action="store_true", help="also run envoy --mode validate (niced; seconds "
+                   "on a busy machine) after the host's configure check")
     p.set_defaults(func=cmd_envoy_publish, show=print_publish)
     envoy_image.register(envoy_sub, common)
 
@@ -148,6 +151,7 @@ def cmd_envoy_publish(args: argparse.Namespace) -> Result:
     try:
         res = publish(ecds, args.name, Path(args.module), text_arg(args.config, "--config"), root_id=args.root_id,
                       vm_id=args.vm_id, admin_url=target["admin"] or None, validate=not args.skip_envoy,
+                      envoy_validate=args.envoy_validate,
                       envoy_log=target["log"], wasm_dir=target["wasm_dir"], clusters=target["clusters"],
                       timeout=args.timeout, progress=progress)
     except PublishError as e:

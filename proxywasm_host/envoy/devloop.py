@@ -27,7 +27,8 @@ class DevFilter:
 
     ``config_file`` (if set and present) wins over ``configuration``: a JSON file, or
     an ECDS resource file (``.yaml``) whose StringValue configuration is used;
-    editing it hot-reloads the configuration without a rebuild.
+    editing it hot-reloads the configuration without a rebuild. ``sources`` (globs
+    relative to the root) are the files whose change rebuilds this filter only.
     """
 
     name: str
@@ -36,6 +37,7 @@ class DevFilter:
     config_file: Path | None = None
     root_id: str = ""
     vm_id: str = ""
+    sources: Sequence[str] = ()
 
     def current_configuration(self) -> str:
         if self.config_file is not None and self.config_file.exists():
@@ -45,12 +47,16 @@ class DevFilter:
         return self.configuration
 
 
+#: in a build command, replaced by the names of the filters to rebuild (a command without it builds all)
+FILTERS_ARG = "{filters}"
+
+
 @dataclass
 class DevLoopOptions:
     """Knobs of the loop; defaults match this repository's layout (filters/, filters/out/)."""
 
-    build_command: Sequence[str] | None = None  # e.g. [python, "filters/build.py"]; None = no rebuilds
-    sources: Sequence[str] = ("filters/**/*.zig",)  # globs (relative to root) that trigger a rebuild
+    build_command: Sequence[str] | None = None  # e.g. [python, "filters/build.py", FILTERS_ARG]; None = no rebuilds
+    sources: Sequence[str] = ("filters/sdk/**/*.zig",)  # globs (relative to root) that rebuild every filter
     root: Path = field(default_factory=Path.cwd)
     watch: bool = True
     poll_interval: float = 0.5
@@ -58,18 +64,20 @@ class DevLoopOptions:
     concurrency: int = 2
     upstream_port: int | None = None  # None: serve the built-in echo upstream
     component_log_level: str = "wasm:debug"
+    preflight: bool = True  # the host's configure check before Envoy sees an update (False: Envoy's refusal judges)
 
 
 def default_filters(root: Path) -> list[DevFilter]:
     """jwt_authn and ratelimit from filters/out/, with the example configurations of envoy/ecds/<name>.yaml."""
     return [
-        DevFilter(name, root / "filters" / "out" / f"{name}.wasm", config_file=root / "envoy" / "ecds" / f"{name}.yaml")
+        DevFilter(name, root / "filters" / "out" / f"{name}.wasm", config_file=root / "envoy" / "ecds" / f"{name}.yaml",
+                  sources=(f"filters/{name}/**/*.zig",))
         for name in ("jwt_authn", "ratelimit")
     ]
 
 
 def default_build_command(root: Path) -> list[str]:
-    return [sys.executable, str(root / "filters" / "build.py")]
+    return [sys.executable, str(root / "filters" / "build.py"), FILTERS_ARG]
 
 
 def _fingerprint(root: Path, globs: Sequence[str], extra: Sequence[Path]) -> str:
@@ -82,6 +90,79 @@ def _fingerprint(root: Path, globs: Sequence[str], extra: Sequence[Path]) -> str
             continue
         h.update(f"{p}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
     return h.hexdigest()
+
+
+@dataclass
+class _Watched:
+    """What the loop last saw of one filter: the fingerprints of its code inputs and of its configuration."""
+
+    code: str = ""
+    config: str = ""
+
+
+class _Loop:
+    """One dev loop: which filter changed, rebuilding only those, publishing what changed."""
+
+    def __init__(self, filters: Sequence[DevFilter], opts: DevLoopOptions, root: Path,
+                 log: Callable[[str], None]) -> None:
+        self.filters, self.opts, self.root, self.log = list(filters), opts, root, log
+        self.build_cmd = list(opts.build_command) if opts.build_command is not None else None
+        self.seen: dict[str, _Watched] = {}
+        self.served: dict[str, tuple[str | None, str]] = {}
+
+    def look_now(self) -> None:
+        """Take the baseline (before the modules are read: a change from here on is seen)."""
+        self.seen = {f.name: self._look(f) for f in self.filters}
+
+    def _look(self, f: DevFilter) -> _Watched:
+        code_inputs = [*self.opts.sources, *f.sources] if self.build_cmd is not None else []
+        built = [f.wasm] if self.build_cmd is None else []  # modules built elsewhere: a new build of one is a change
+        return _Watched(_fingerprint(self.root, code_inputs, built),
+                        _fingerprint(self.root, (), [f.config_file] if f.config_file is not None else []))
+
+    def build(self, names: Sequence[str]) -> bool:
+        """Run the build for ``names`` (all of them when the command has no FILTERS_ARG); False if it failed."""
+        if not self.build_cmd or not names:
+            return True
+        cmd = [a for arg in self.build_cmd for a in (names if arg == FILTERS_ARG else [arg])]
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True)
+        if proc.returncode != 0:
+            self.log(f"build failed ({proc.returncode}), still serving the previous filters:\n"
+                     f"{(proc.stdout + proc.stderr).strip()[-4000:]}")
+            return False
+        what = ", ".join(names) if FILTERS_ARG in self.build_cmd else "all filters"
+        self.log(f"built {what} in {time.monotonic() - t0:.2f} s")
+        return True
+
+    def step(self, env: EnvoyHarness) -> None:
+        """One poll: rebuild the filters whose code changed, publish those and the ones whose configuration did."""
+        now = {f.name: self._look(f) for f in self.filters}
+        code = [f.name for f in self.filters if now[f.name].code != self.seen[f.name].code]
+        config = [f.name for f in self.filters if now[f.name].config != self.seen[f.name].config]
+        self.seen = now
+        if not code and not config:
+            return
+        if code and not self.build(code):
+            return
+        for f in self.filters:
+            if (f.name in code or f.name in config) and f.wasm.exists():
+                self.publish(env, f)
+
+    def publish(self, env: EnvoyHarness, f: DevFilter) -> None:
+        data = f.wasm.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        conf = f.current_configuration()
+        if self.served.get(f.name) == (sha, conf):
+            return
+        try:
+            res = env.publish(f.name, data, configuration=conf)
+        except PublishError as exc:
+            self.log(f"{f.name}: update refused, previous filter keeps serving:\n{exc}")
+            return
+        self.served[f.name] = (sha, conf)
+        self.log(f"{f.name}: reloaded {sha[:12]}, serving {res.total_seconds * 1000:.0f} ms after the publish "
+                 f"(checks {res.validate_seconds * 1000:.0f} ms, Envoy's switch-over {res.reload_seconds * 1000:.0f} ms)")
 
 
 def run_dev_loop(
@@ -102,22 +183,9 @@ def run_dev_loop(
     opts = options or DevLoopOptions()
     root = opts.root.resolve()
     filters = list(filters) if filters is not None else default_filters(root)
-    build_cmd = list(opts.build_command) if opts.build_command is not None else None
     stop = stop or threading.Event()
-
-    def build() -> bool:
-        if not build_cmd:
-            return True
-        t0 = time.monotonic()
-        proc = subprocess.run(build_cmd, cwd=root, capture_output=True, text=True)
-        if proc.returncode != 0:
-            log(f"build failed ({proc.returncode}), still serving the previous filters:\n"
-                f"{(proc.stdout + proc.stderr).strip()[-4000:]}")
-            return False
-        log(f"build ok in {time.monotonic() - t0:.2f}s")
-        return True
-
-    if build_cmd and not build():
+    loop = _Loop(filters, opts, root, log)
+    if not loop.build([f.name for f in filters]):
         missing = [f.name for f in filters if not f.wasm.exists()]
         if missing:
             log(f"cannot start: no module for {', '.join(missing)}")
@@ -125,17 +193,14 @@ def run_dev_loop(
     for f in filters:
         if not f.wasm.exists():
             log(f"{f.name}: {f.wasm} does not exist yet; the listener answers 500 until it is built")
-    watched = [f.config_file for f in filters if f.config_file is not None]
-    if build_cmd is None:  # modules built elsewhere: a new build of one is a change
-        watched += [f.wasm for f in filters]
-    last = _fingerprint(root, opts.sources, watched)  # before reading them: a change from here on is seen
+    loop.look_now()
     specs = [WasmFilter(f.name, f.wasm.read_bytes() if f.wasm.exists() else None,
                         configuration=f.current_configuration(), root_id=f.root_id, vm_id=f.vm_id)
              for f in filters]
     env = EnvoyHarness(
         listeners=[ListenerSpec("main", specs, port=opts.listen_port), ListenerSpec("direct", [])],
         upstream_port=opts.upstream_port, concurrency=opts.concurrency,
-        component_log_level=opts.component_log_level,
+        component_log_level=opts.component_log_level, preflight=opts.preflight,
     )
     iterations = 0
     try:  # one try from start() on: a Ctrl-C anywhere below still stops Envoy
@@ -148,38 +213,12 @@ def run_dev_loop(
             f"(admin {env.admin_url}, log {env.log_path})")
         if on_ready is not None:
             on_ready(env)
-        published = {f.name: (env.current(f.name).get("sha256"), f.current_configuration()) for f in filters}
-        while opts.watch and not stop.is_set():
-            if max_iterations is not None and iterations >= max_iterations:
-                break
+        loop.served = {f.name: (env.current(f.name).get("sha256"), f.current_configuration()) for f in filters}
+        while not stop.is_set() and (max_iterations is None or iterations < max_iterations):
             iterations += 1
             stop.wait(opts.poll_interval)
-            now = _fingerprint(root, opts.sources, watched)
-            if now == last:
-                continue
-            last = now
-            if not build():
-                continue
-            for f in filters:
-                if not f.wasm.exists():
-                    continue
-                data = f.wasm.read_bytes()
-                sha = hashlib.sha256(data).hexdigest()
-                conf = f.current_configuration()
-                if published.get(f.name) == (sha, conf):
-                    continue
-                try:
-                    res = env.publish(f.name, data, configuration=conf)
-                except PublishError as exc:
-                    log(f"{f.name}: update refused, previous filter keeps serving:\n{exc}")
-                    continue
-                published[f.name] = (sha, conf)
-                log(f"{f.name}: reloaded {sha[:12]} in {res.reload_seconds * 1000:.0f} ms "
-                    f"(validate {res.validate_seconds * 1000:.0f} ms)")
-        if not opts.watch:
-            while not stop.is_set() and (max_iterations is None or iterations < max_iterations):
-                iterations += 1
-                stop.wait(opts.poll_interval)
+            if opts.watch:
+                loop.step(env)
     except KeyboardInterrupt:
         log("stopping")
     finally:
