@@ -114,6 +114,8 @@ def test_hot_reload_code_then_config_under_load(envoy: EnvoyHarness, wasm_v2: by
         for lp in loops:
             lp.wait_for("5 responses after the refused updates",
                         lambda samples: sum(s.start > refused_at for s in samples) >= 5)
+            # a fast publish leaves a short window: the load is the clients' count, not how long the steps took
+            lp.wait_for("51 responses in all", lambda samples: len(samples) > 50)
     finally:
         for lp in loops:
             lp.finish()
