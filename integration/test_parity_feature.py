@@ -272,3 +272,24 @@ def test_what_the_connection_manager_does_to_a_clients_headers(proxywasm_parity)
     client = report.envoy.exchanges[0].client_headers
     assert ("cache-control", "a,b") in client and [v for k, v in client if k == "set-cookie"] == ["a", "b"]
     assert not {"keep-alive", "proxy-connection", "upgrade"} & {k for k, _ in client}
+
+
+def test_adding_to_a_header_envoy_keeps_inline(proxywasm_parity) -> None:
+    """proxy_add_header_map_value on an inline header that is there appends to its value with ","
+    (request: accept; response: cache-control, and an empty x-request-id just takes the value);
+    on any other header it adds a line; replace removes every line and appends one."""
+    add = "(drop (call $proxy_add_header_map_value (i32.const {map}) {{{name}}} {{v}}))"
+    on_request = "".join(add.format(map=0, name=n) for n in ("acc", "cookie")) + \
+        "(drop (call $proxy_replace_header_map_value (i32.const 0) {tok} {v})) (i32.const 0)"
+    on_response = "".join(add.format(map=2, name=n) for n in ("cc", "sc", "xr")) + " (i32.const 0)"
+    strings = {"acc": "accept", "cookie": "cookie", "tok": "x-token", "cc": "cache-control", "sc": "set-cookie",
+               "xr": "x-request-id", "v": "Z"}
+    wasm = build({"proxy_on_request_headers": on_request, "proxy_on_response_headers": on_response}, strings)
+    report = proxywasm_parity(Scenario(
+        [Filter(wasm, name="adds")],
+        [Request(headers=[("x-token", "a"), ("accept", "a"), ("x-token", "b"), ("cookie", "c")])],
+        upstream=Response(200, [("cache-control", "a"), ("set-cookie", "a"), ("x-request-id", "")], "ok")))
+    e = report.envoy.exchanges[0]
+    assert ("accept", "a,Z") in e.upstream[0] and e.upstream[0][-1] == ("x-token", "Z")
+    assert ("cache-control", "a,Z") in e.client_headers and ("x-request-id", "Z") in e.client_headers
+    assert [v for k, v in e.client_headers if k == "set-cookie"] == ["a", "Z"]

