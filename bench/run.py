@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -19,14 +20,17 @@ def main() -> int:
     failed = []
     for name in SUITES:
         print(f"== {name}", flush=True)
+        load_at_start = os.getloadavg()[0]
         try:
             suite = importlib.import_module(name).run()
         except Exception:  # a broken suite must not hide the others' numbers
             traceback.print_exc()
             failed.append(name)
             continue
+        # The machine is shared: each figure is printed with the load it was measured under.
+        suite[f"{name}_load_average_1min"] = load = (load_at_start + os.getloadavg()[0]) / 2
         for key, value in suite.items():
-            print(f"{key:50s} {value:14.2f}", flush=True)
+            print(f"{key:50s} {value:14.2f}   (load average {load:.2f})", flush=True)
         results.update(suite)
     (HERE / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"wrote {HERE / 'results.json'} ({len(results)} figures)")

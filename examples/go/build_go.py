@@ -83,14 +83,14 @@ def go_version_string(go: str) -> str:
                           env={**os.environ, "GOTOOLCHAIN": "local"}).stdout.strip()
 
 
-def _inputs(name: str) -> list[Path]:
-    return [HERE / "go.mod", HERE / "go.sum", *sorted((HERE / name).glob("*.go"))]
+def _inputs(name: str, root: Path = HERE) -> list[Path]:
+    return [root / "go.mod", root / "go.sum", *sorted((root / name).glob("*.go"))]
 
 
-def source_hash(name: str, go: str) -> str:
+def source_hash(name: str, go: str, root: Path = HERE) -> str:
     h = hashlib.sha256(" ".join(BUILD_FLAGS).encode() + b"\0" + go_version_string(go).encode())
-    for f in _inputs(name):
-        h.update(f.relative_to(HERE).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in _inputs(name, root):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:20]
 
 
@@ -99,21 +99,22 @@ def cache_root() -> Path:
     return Path(base) / "go-build"
 
 
-def build(name: str, force: bool = False) -> Path:
-    """The path of the built module; runs `go build` only when the cache has no copy."""
-    if name not in PROGRAMS:
+def build(name: str, force: bool = False, root: Path = HERE) -> Path:
+    """The path of the built module; runs `go build` only when the cache has no copy. `root` is a Go
+    module directory holding the program in <root>/<name>/ (bench/go has the benchmark's filter)."""
+    if root == HERE and name not in PROGRAMS:
         raise ValueError(f"unknown Go example {name!r}; known: {', '.join(PROGRAMS)}")
     go, why = find_go()
     if go is None:
         raise GoMissing(why)
-    wasm = cache_root() / source_hash(name, go) / f"{name}.wasm"
+    wasm = cache_root() / source_hash(name, go, root) / f"{name}.wasm"
     if wasm.exists() and not force:
         return wasm
     wasm.parent.mkdir(parents=True, exist_ok=True)
     tmp = wasm.with_name(f"{name}.wasm.tmp-{os.getpid()}-{time.monotonic_ns()}")
     env = {**os.environ, "GOOS": "wasip1", "GOARCH": "wasm", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
     try:
-        proc = subprocess.run([go, "build", *BUILD_FLAGS, "-o", str(tmp), "."], cwd=HERE / name, env=env,
+        proc = subprocess.run([go, "build", *BUILD_FLAGS, "-o", str(tmp), "."], cwd=root / name, env=env,
                               capture_output=True, text=True, timeout=TIMEOUT_S)
         if proc.returncode != 0:
             raise RuntimeError(f"go build of {name} failed ({proc.returncode}) with {go}:\n{proc.stdout}{proc.stderr}")
