@@ -12,6 +12,7 @@ that goes into it plus the Zig version; a matching stamp skips the build.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -77,6 +78,14 @@ def build_filter(name: str, *, force: bool = False, out_dir: Path | None = None,
         raise BuildError(f"unknown filter {name!r}: {main} does not exist (known: {', '.join(FILTERS)})")
     out_dir = Path(out_dir) if out_dir else OUT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Processes building the same filter at once (pytest-xdist workers) would write the same .tmp:
+    # the later ones wait here, then find the first one's build up to date.
+    with open(out_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        return _build_locked(name, main, out_dir, force=force, cache_dir=cache_dir, verbose=verbose)
+
+
+def _build_locked(name: str, main: Path, out_dir: Path, *, force: bool, cache_dir: Path | None, verbose: bool) -> Path:
     out = out_dir / f"{name}.wasm"
     stamp_file = out_dir / f"{name}.stamp.json"
     stamp = _stamp(name)
