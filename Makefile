@@ -18,7 +18,7 @@ filters: $(STAMP)
 	$(PY) filters/build.py
 
 test: $(STAMP)
-	$(PY) -m pytest tests examples -q
+	$(PY) -m pytest tests examples -q -n 2  # two pytest-xdist workers: 2m49s instead of 4m00s on the 2-core VM
 
 e2e: $(STAMP)
 	$(PY) -m pytest integration -q -rs  # -rs: each skipped test with its reason (Docker, Rust)
