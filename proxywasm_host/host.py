@@ -318,8 +318,7 @@ class Host:
         (measured)."""
         if not self.connection_manager_defaults:
             return
-        for name in (b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS):
-            headers.remove(name)
+        headers.pairs = [kv for kv in headers.pairs if kv[0] not in REMOVED_REQUEST_HEADERS]  # one pass per request
         headers.join_repeated(INLINE_REQUEST_HEADERS)
         te = headers.get(b"te")
         if te is not None:  # only its "trailers" token is passed on
@@ -329,8 +328,7 @@ class Host:
                 headers.remove(b"te")
         if headers.get(b":scheme") is None:
             headers.add(b":scheme", b"http")
-        rank = {b":authority": 0, b":path": 1, b":method": 2, b":scheme": 3}
-        headers.pairs.sort(key=lambda kv: rank.get(kv[0], 4))  # stable: other headers keep their order
+        headers.pairs.sort(key=lambda kv: _CODEC_ORDER.get(kv[0], 4))  # stable: other headers keep their order
         if headers.get(b"x-forwarded-proto") is None:
             headers.add(b"x-forwarded-proto", b"http")
         if headers.get(b"x-request-id") is None:
@@ -346,6 +344,9 @@ INTERNAL_REQUEST_HEADERS = tuple(f"x-envoy-{name}".encode() for name in (
     "original-url", "retriable-header-names", "retriable-status-codes", "retry-grpc-on", "retry-on",
     "upstream-alt-stat-name", "upstream-rq-per-try-timeout-ms", "upstream-rq-timeout-alt-response",
     "upstream-rq-timeout-ms", "upstream-stream-duration-ms"))
+#: everything the connection manager removes from a client's request before the filters run
+REMOVED_REQUEST_HEADERS = frozenset({b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS})
+_CODEC_ORDER = {b":authority": 0, b":path": 1, b":method": 2, b":scheme": 3}
 
 
 def _bytes(s: bytes | str) -> bytes:
