@@ -293,3 +293,26 @@ def test_adding_to_a_header_envoy_keeps_inline(proxywasm_parity) -> None:
     assert ("accept", "a,Z") in e.upstream[0] and e.upstream[0][-1] == ("x-token", "Z")
     assert ("cache-control", "a,Z") in e.client_headers and ("x-request-id", "Z") in e.client_headers
     assert [v for k, v in e.client_headers if k == "set-cookie"] == ["a", "Z"]
+
+
+@pytest.mark.parametrize("mutation", ["remove", "set_pairs", "empty"])
+def test_request_headers_without_x_forwarded_proto_find_no_route(mutation: str, proxywasm_parity) -> None:
+    """After a filter changed the request headers Envoy's router matches the route again, and
+    without x-forwarded-proto (removed, left out of proxy_set_header_map_pairs, or emptied) none
+    matches: a local 404 with no body; the filter's response callback sees it."""
+    from proxywasm_host.memory import serialize_pairs
+
+    pairs = serialize_pairs([(b":authority", b"example.com"), (b":path", b"/"), (b":method", b"GET"),
+                             (b":scheme", b"http")])
+    change = {"remove": "(drop (call $proxy_remove_header_map_value (i32.const 0) {xfp}))",
+              "set_pairs": "(drop (call $proxy_set_header_map_pairs (i32.const 0) {pairs}))",
+              "empty": "(drop (call $proxy_replace_header_map_value (i32.const 0) {xfp} {empty}))"}[mutation]
+    status = ("(drop (call $proxy_get_header_map_value (i32.const 2) {st} (i32.const 0x100) (i32.const 0x104)))"
+              " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))"
+              " (i32.const 0)")
+    wasm = build({"proxy_on_request_headers": change + " (i32.const 0)", "proxy_on_response_headers": status},
+                 {"xfp": "x-forwarded-proto", "pairs": pairs, "empty": "", "st": ":status"})
+    report = proxywasm_parity(Scenario([Filter(wasm, name="routes")], [Request(), Request()]))
+    e = report.envoy.exchanges
+    assert [(x.status, x.upstream, x.client_body) for x in e] == [(404, None, b"")] * 2
+    assert report.envoy.logs["'wasm log routes:'"] == [("info", "404")] * 2

@@ -127,7 +127,7 @@ class _Direction:
             pass  # a local reply (or failure) ended this direction during the call
         elif status in (FilterStatus.CONTINUE, FilterStatus.CONTINUE_AND_END_STREAM, NOT_CALLED):
             self._forward_headers()
-            if eos or status == FilterStatus.CONTINUE_AND_END_STREAM:
+            if self.out.headers is not None and (eos or status == FilterStatus.CONTINUE_AND_END_STREAM):
                 self.out.complete = True
         else:
             self.iteration = "stop_all"
@@ -222,6 +222,9 @@ class _Direction:
     def _forward_headers(self) -> None:
         assert self.headers is not None
         self.headers_readable = False
+        if self is self.stream.request and not self.stream.routable(self.headers):
+            self.stream.send_local_reply(LocalReply(404, b"", [], "route_not_found"))
+            return
         self.out.headers = self.headers.view()
         self.iteration = "continue"
         if self is self.stream.response:
@@ -466,6 +469,13 @@ class HttpStream(Context):
         out = self.downstream_response
         if (not reply.body or self.grpc_request) and out.headers is not None and "content-length" not in out.headers:
             out.headers = Headers([*out.headers._raw, (b"content-length", b"0")])  # added by the codec
+
+    def routable(self, headers: HeaderMap) -> bool:
+        """Whether Envoy's router finds the route for the request headers a filter let through:
+        measured on 1.40, a filter that removes x-forwarded-proto (or empties it) makes the route
+        re-match fail (a local 404, details route_not_found). With a chain, the host checks after
+        each filter, where Envoy checks after the last."""
+        return not self.plugin.host.connection_manager_defaults or bool(headers.get(b"x-forwarded-proto"))
 
     def buffer_overflow(self, direction: _Direction) -> None:
         """Envoy's answer to a buffer over the limit (measured on 1.40 for the request: 413

@@ -163,3 +163,20 @@ def test_add_appends_to_a_header_envoy_keeps_inline():
     s.send_request_headers({**REQ, "accept": "a", "x-token": "a"})
     h = s.upstream_request.headers
     assert h.get_all("accept") == ["a,Z"] and h.get_all("x-token") == ["a", "Z"]
+
+
+def test_a_filter_that_removes_x_forwarded_proto_leaves_the_request_without_a_route():
+    """Measured on Envoy 1.40 (integration/test_parity_feature.py): the router re-matches the route
+    after a filter changed the request headers, and finds none without x-forwarded-proto: a local
+    404 (route_not_found) that this filter's response callbacks see; the upstream gets nothing.
+    proxy_set_header_map_pairs with a list that lacks it does the same."""
+    cb = "(drop (call $proxy_remove_header_map_value (i32.const 0) {xfp})) (i32.const 0)"
+    wasm = build({"proxy_on_request_headers": cb}, {"xfp": "x-forwarded-proto"})
+    s = Host().load_plugin(wasm).http_stream()
+    s.send_request_headers(REQ, end_of_stream=True)
+    assert s.upstream_request.headers is None
+    assert s.local_reply.status_code == 404 and s.local_reply.details == "route_not_found"
+    assert s.downstream_response.headers[":status"] == "404" and s.downstream_response.body == b""
+    off = Host(connection_manager_defaults=False).load_plugin(wasm).http_stream()
+    off.send_request_headers(REQ, end_of_stream=True)
+    assert off.upstream_request.headers is not None  # no connection manager emulation, no route table
