@@ -22,7 +22,7 @@ class LogRecord:
     plugin: str
     source: Any = field(default=None, repr=False, compare=False)  # the Plugin object (VMs may be shared)
     prefix: str = field(default="", repr=False, compare=False)  # Envoy's: "wasm log<prefix>: <message>"
-    seq: int = field(default_factory=lambda: next(_SEQUENCE), repr=False, compare=False)  # process-wide order
+    seq: int = field(default_factory=_SEQUENCE.__next__, repr=False, compare=False)  # process-wide order
     thread: str = field(default="worker 0", repr=False, compare=False)  # Envoy's thread: "main" or "worker N"
 
     def __str__(self) -> str:

@@ -6,15 +6,20 @@ from ..logs import LINE_LIMIT, clip
 from .registry import hostcall
 
 
+#: the levels a guest may log at, by value (a filter may log per request: no enum lookups here)
+_LEVELS = tuple(level for level in LogLevel if level <= LogLevel.CRITICAL)
+_OK, _BAD_ARGUMENT = WasmResult.OK, WasmResult.BAD_ARGUMENT
+
+
 def proxy_log(vm, level: int, ptr: int, size: int) -> int:
-    if level > LogLevel.CRITICAL:
-        return WasmResult.BAD_ARGUMENT
+    if level >= len(_LEVELS):
+        return _BAD_ARGUMENT
     if size > LINE_LIMIT:
         vm.memory.read(ptr + size - 1, 1)  # the whole range must be valid, as in Envoy
     message = vm.memory.read(ptr, min(size, LINE_LIMIT + 1))
     if level >= vm.host.log_level:
-        vm.ctx.log(LogLevel(level), clip(message, size))
-    return WasmResult.OK
+        vm.ctx.log(_LEVELS[level], clip(message, size))
+    return _OK
 
 
 hostcall("proxy_log", "uuu")(proxy_log)
