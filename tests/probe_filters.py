@@ -146,6 +146,10 @@ def status_scenarios() -> dict[str, Scenario]:
         "callout": Scenario([Filter(status_probe(callout=True), name="probe")], [Request("GET", "/a"), Request("GET", "/b")],
                             callouts={"auth": Response(200, {"x-c": "1"}, "cb")}),
         "absent_body_size": Scenario([Filter(absent_body_size(), name="size")], [Request("GET", "/a")]),
+        # chunked: with a content-length the appended bytes would spill into the next request
+        "append_at_the_end": Scenario([Filter(append_at_the_end(), name="append")], [Request("POST", "/b", body=["ab", "cd"])]),
+        "legacy_reads": Scenario([Filter(legacy_reads(), name="legacy", configuration="plugin-conf",
+                                         vm_configuration="vm-conf")], [Request("GET", "/a")]),
     }
 
 
@@ -171,10 +175,31 @@ def answer_scenarios() -> dict[str, Scenario]:
 
 
 def absent_body_size() -> bytes:
-    """Logs the size Envoy reports for the response body while the request headers run (no such
-    body yet), as "a" + size."""
+    """Logs the size and flags Envoy reports for the response body while the request headers run
+    (no such body yet), each as "a" + value."""
     return build({"proxy_on_request_headers":
-                  "(i32.store (i32.const 0x110) (i32.const 99))"
+                  "(i32.store (i32.const 0x110) (i32.const 9)) (i32.store (i32.const 0x114) (i32.const 9))"
                   " (drop (call $proxy_get_buffer_status (i32.const 1) (i32.const 0x110) (i32.const 0x114)))"
-                  f" {_status(0, '(i32.load (i32.const 0x110))')}"
-                  f" (drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const 1))) (i32.const 0)"})
+                  f" {_status(0, '(i32.load (i32.const 0x110))')} {_status(1, '(i32.load (i32.const 0x114))')}"
+                  f" (drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const 2))) (i32.const 0)"})
+
+
+def append_at_the_end() -> bytes:
+    """Appends ">>" to each non-empty request body chunk with start = the chunk's size."""
+    return build({"proxy_on_request_body": "(if (local.get $size) (then (drop (call $proxy_set_buffer_bytes (i32.const 0)"
+                                           " (local.get $size) (i32.const 0) {tail})))) (i32.const 0)"}, {"tail": ">>"})
+
+
+def legacy_reads() -> bytes:
+    """ABI 0.1.0: logs proxy_get_configuration in on_vm_start and on_configure, and in on_log the
+    status of a value read from the response trailers (absent) with the size it returned."""
+    log_ret = "(drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))"
+    conf = f"(drop (call $proxy_get_configuration (i32.const 0x100) (i32.const 0x104))) {log_ret}"
+    return build({
+        "proxy_on_vm_start": conf + " (i32.const 1)",
+        "proxy_on_configure": conf + " (i32.const 1)",
+        "proxy_on_log": "(i32.store (i32.const 0x104) (i32.const 9))"
+                        f" {_status(0, '(call $proxy_get_header_map_value (i32.const 3) {key} (i32.const 0x100) (i32.const 0x104))')}"
+                        f" {_status(1, '(i32.load (i32.const 0x104))')}"
+                        f" (drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const 2)))",
+    }, {"key": "x-p"}, abi="0_1_0")

@@ -77,5 +77,19 @@ def test_every_map_and_buffer_hostcall_answers_as_envoy_in_every_phase(name: str
 
 
 def test_an_absent_body_reads_as_empty() -> None:
-    """The response body during the request headers: Ok with size 0 (the probe logs "a" + size)."""
-    assert run_host(status_scenarios()["absent_body_size"]).logs == {"'wasm log size:'": [("info", "a")]}
+    """The response body during the request headers: Ok, size 0 and flags 0 (logged as "a" + value)."""
+    assert run_host(status_scenarios()["absent_body_size"]).logs == {"'wasm log size:'": [("info", "aa")]}
+
+
+def test_set_buffer_bytes_at_the_end_appends() -> None:
+    """start == the buffer's size appends, as a start past the end does."""
+    (exchange,) = run_host(status_scenarios()["append_at_the_end"]).exchanges
+    assert exchange.upstream[1] == b"ab>>cd>>"
+
+
+def test_abi_0_1_0_configuration_and_missing_values() -> None:
+    """proxy_get_configuration: the VM configuration in on_vm_start, the plugin's in on_configure;
+    in on_log a value of an absent map is Ok and empty (0.1.0 has no NotFound there)."""
+    logs = run_host(status_scenarios()["legacy_reads"]).logs
+    assert logs.pop("'wasm log legacy:'") == [("info", "aa")]
+    assert sorted(m for lines in logs.values() for _, m in lines) == ["plugin-conf"] * 3 + ["vm-conf"] * 3

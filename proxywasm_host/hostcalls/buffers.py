@@ -26,7 +26,7 @@ def get_buffer_bytes(vm, buffer_type: int, start: int, max_size: int, ret_ptr: i
     buf = _buffer(vm, buffer_type)
     if buf is None:
         return WasmResult.NOT_FOUND
-    data = bytes(buf.data[start : start + max_size]) if start < len(buf.data) else b""
+    data = bytes(buf.data[start : start + max_size])  # empty from a start past the end
     return WasmResult.OK if vm.memory.copy_out(data, ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
 
 
