@@ -39,7 +39,7 @@ class Dispatcher:
         self.running = False
 
     def run(self) -> None:
-        if self.running or not self.events:
+        if self.running:
             return  # the turn in progress picks up what was just posted
         self.running = True
         try:
@@ -146,7 +146,9 @@ class Context:
         finally:
             vm.ctx, vm.calling_ctx = prev, prev_calling
         if vm.depth == 0:
-            self.plugin.host.dispatcher.run()
+            dispatcher = self.plugin.host.dispatcher
+            if dispatcher.events:
+                dispatcher.run()
         return result
 
 

@@ -93,12 +93,15 @@ def factory(vm, hc, handler, bad_pointer_result):
 
 
 class _Export:
-    __slots__ = ("func", "ref", "frame", "nparams", "nresults")
+    __slots__ = ("func", "ref", "frame", "size", "words", "nparams", "nresults")
 
     def __init__(self, func: Any, nparams: int, nresults: int):
         self.func = func
         self.ref = byref(func)
-        self.frame = (_Raw * max(nparams, nresults, 1))()
+        self.size = max(nparams, nresults, 1)
+        self.frame = (_Raw * self.size)()
+        # the frame as u32 words: raw value i is words[4 * i] (16 bytes each), set without a ctypes object per argument
+        self.words = memoryview(self.frame).cast("B").cast("I")
         self.nparams = nparams
         self.nresults = nresults
 
@@ -224,11 +227,11 @@ class Vm:
         if self.failed is not None:
             raise VmFailed(f"{self.module.name}: the VM failed earlier ({self.failed.detail}); {name} not called")
         ex = self._exports[name]
-        frame = ex.frame
+        words = ex.words
         i = 0
         for a in args:
-            frame[i].i32 = a
-            i += 1
+            words[i] = a & _M32
+            i += 4
         if self.depth == 0:
             ctx = self._store_ctx
             _set_deadline(ctx, self._ticks)
@@ -236,12 +239,12 @@ class Vm:
             ctx = _caller_context(self.caller) if self.caller is not None else self._store_ctx
         self.depth += 1
         try:
-            err = _call_unchecked(ctx, ex.ref, frame, len(frame), self._trap_ref)
+            err = _call_unchecked(ctx, ex.ref, ex.frame, ex.size, self._trap_ref)
         finally:
             self.depth -= 1
         if err or self._trap:
             self._raise_trap(name, err)
-        return frame[0].i32 & _M32 if ex.nresults else None
+        return words[0] if ex.nresults else None
 
     def allocate(self, size: int) -> int:
         """Call the guest allocator; during it only a few hostcalls are allowed."""
