@@ -7,6 +7,8 @@
 * examples/go/http_filter (3.5 MB): cold compile, load from the compile cache, a whole plugin
   load from the warm cache (instantiate, Go's _initialize, on_vm_start, on_configure), two
   processes that miss the cache at once, and one request through the full example filter.
+* wat_header: the header filter's hostcalls from a hand-written module, no SDK or guest runtime:
+  the host's own share of a request.
 
 Targets (issue 14): >= 12k requests/s for the header filter and >= 5k/s for the one that logs;
 a plugin load from the warm cache <= 25 ms; one compile, not one per process. Per-request and
@@ -24,16 +26,24 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "go")]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples" / "go"), str(ROOT / "tests")]
 
 import build_go  # noqa: E402
 from floor import cold_compile_ms, cpu_ms, cpu_us  # noqa: E402
+from watgen import build  # noqa: E402
 
 from proxywasm_host import Host, load_module  # noqa: E402
 from proxywasm_host import module as module_mod  # noqa: E402
 
 HTTP_FILTER_CONFIG = '{"tag": "blue", "deny_prefix": "/admin"}'
 REQ = {":method": "GET", ":path": "/bench", ":authority": "example.com"}
+# The header filter's work without an SDK (the same two hostcalls, no guest runtime): what the
+# host's own per-request cost is, next to the Go filter's.
+WAT_HEADER_FILTER = build({
+    "proxy_on_request_headers": "(drop (call $proxy_add_header_map_value (i32.const 0) {k} {v})) (i32.const 0)",
+    "proxy_on_response_headers": "(drop (call $proxy_add_header_map_value (i32.const 2) {k} {r})) (i32.const 0)",
+    "proxy_on_log": "nop", "proxy_on_done": "(i32.const 1)", "proxy_on_delete": "nop",  # the Go SDK's six callbacks
+}, {"k": "x-bench", "v": "1", "r": "x-bench-response"})
 LOAD_ONCE = "import sys; from proxywasm_host import load_module; print(load_module(sys.argv[1]).from_cache)"
 
 
@@ -54,6 +64,7 @@ def request_loop(plugin) -> Callable[[], None]:
 def _per_request(results: dict[str, float], http_filter: bytes) -> None:
     header_filter = build_go.build("header_filter", root=ROOT / "bench" / "go").read_bytes()
     plugins = {
+        "wat_header": Host().load_plugin(WAT_HEADER_FILTER),
         "go_header": Host().load_plugin(header_filter),
         "go_log_headers": Host().load_plugin(header_filter, configuration="log"),
         "go_http_filter": Host().load_plugin(http_filter, configuration=HTTP_FILTER_CONFIG),
