@@ -316,3 +316,16 @@ def test_request_headers_without_x_forwarded_proto_find_no_route(mutation: str, 
     e = report.envoy.exchanges
     assert [(x.status, x.upstream, x.client_body) for x in e] == [(404, None, b"")] * 2
     assert report.envoy.logs["'wasm log routes:'"] == [("info", "404")] * 2
+
+
+def test_a_local_reply_with_repeated_header_names(proxywasm_parity) -> None:
+    """proxy_send_local_response keeps every header line the filter gave (joined for an inline one)."""
+    from proxywasm_host.memory import serialize_pairs
+
+    pairs = serialize_pairs([(b"x-t", b"1"), (b"x-t", b"2"), (b"cache-control", b"a"), (b"cache-control", b"b"),
+                             (b"set-cookie", b"s1"), (b"set-cookie", b"s2")])
+    cb = "(drop (call $proxy_send_local_response (i32.const 403) {d} {b} {h} (i32.const -1))) (i32.const 1)"
+    report = proxywasm_parity(Scenario([Filter(build({"proxy_on_request_headers": cb}, {"d": "denied", "b": "no", "h": pairs}))],
+                                       [Request()]))
+    assert report.envoy.exchanges[0].client_headers[:5] == [
+        ("x-t", "1"), ("x-t", "2"), ("cache-control", "a,b"), ("set-cookie", "s1"), ("set-cookie", "s2")]

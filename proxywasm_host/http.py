@@ -16,7 +16,7 @@ from .abi import (
 )
 from .context import Buffer, Context, LocalReply
 from .errors import GuestTrap, StreamStateError
-from .headers import HeaderMap, Headers, HeadersInput, as_bytes, check_type
+from .headers import INLINE_RESPONSE_HEADERS, HeaderMap, Headers, HeadersInput, as_bytes, check_type
 from .properties import PropertyValue, normalize_overrides
 
 if TYPE_CHECKING:
@@ -658,12 +658,17 @@ def _percent_encode(data: bytes) -> bytes:
 
 def _local_reply_headers(reply: LocalReply) -> HeaderMap:
     """The headers of a local reply as Envoy builds them (measured on Envoy 1.40):
-    the filter's headers set one by one, then content-length (updated in place if the
-    filter gave one) and content-type text/plain unless the filter gave one; an empty
-    body has neither (the codec adds content-length: 0 after the filters)."""
+    the filter's headers added one by one (a repeated name gives several lines, joined with ","
+    for a header Envoy keeps inline), then content-length (updated in place if the filter gave
+    one) and content-type text/plain unless the filter gave one; an empty body has neither
+    (the codec adds content-length: 0 after the filters)."""
     hm = HeaderMap([(b":status", str(reply.status_code).encode())])
     for k, v in reply.headers:
-        hm.replace(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))  # the guest's raw bytes
+        name, value = k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")  # the guest's raw bytes
+        if name.lower() in INLINE_RESPONSE_HEADERS:
+            hm.add_inline(name, value)
+        else:
+            hm.add(name, value)
     if reply.body:
         length = str(len(reply.body)).encode()
         if hm.get(b"content-length") is None:

@@ -180,3 +180,16 @@ def test_a_filter_that_removes_x_forwarded_proto_leaves_the_request_without_a_ro
     off = Host(connection_manager_defaults=False).load_plugin(wasm).http_stream()
     off.send_request_headers(REQ, end_of_stream=True)
     assert off.upstream_request.headers is not None  # no connection manager emulation, no route table
+
+
+def test_local_reply_keeps_every_header_line_the_filter_gave():
+    """Measured on Envoy 1.40: proxy_send_local_response adds the filter's headers one by one, so a
+    repeated name gives several lines, joined for a header Envoy keeps inline (cache-control)."""
+    from proxywasm_host.memory import serialize_pairs
+
+    pairs = serialize_pairs([(b"x-t", b"1"), (b"x-t", b"2"), (b"cache-control", b"a"), (b"cache-control", b"b")])
+    cb = "(drop (call $proxy_send_local_response (i32.const 403) {d} {b} {h} (i32.const -1))) (i32.const 1)"
+    s = Host().load_plugin(build({"proxy_on_request_headers": cb}, {"d": "denied", "b": "no", "h": pairs})).http_stream()
+    s.send_request_headers(REQ, end_of_stream=True)
+    h = s.downstream_response.headers
+    assert h.get_all("x-t") == ["1", "2"] and h.get_all("cache-control") == ["a,b"]
