@@ -329,3 +329,30 @@ def test_a_local_reply_with_repeated_header_names(proxywasm_parity) -> None:
                                        [Request()]))
     assert report.envoy.exchanges[0].client_headers[:5] == [
         ("x-t", "1"), ("x-t", "2"), ("cache-control", "a,b"), ("set-cookie", "s1"), ("set-cookie", "s2")]
+
+
+#: attributes a filter reads in every phase (ports and times left out: they differ run to run)
+ATTRIBUTES = """request.path request.url_path request.host request.scheme request.method request.referer request.useragent
+request.protocol request.size request.total_size request.query request.headers.host response.code response.code_details
+response.flags response.grpc_status response.size response.total_size response.trailers response.headers.content-type
+destination.address source.address upstream.address upstream.local_address upstream.transport_failure_reason
+upstream.request_attempt_count connection.mtls connection.requested_server_name connection.tls_version
+xds.route_name xds.cluster_name xds.filter_chain_name plugin_name plugin_root_id plugin_vm_id""".split()
+
+
+@pytest.mark.parametrize("callback", ["proxy_on_request_headers", "proxy_on_response_headers", "proxy_on_log"])
+def test_attributes_in_each_phase(callback: str, proxywasm_parity) -> None:
+    """What proxy_get_property answers for Envoy's attributes in each phase, byte for byte."""
+    strings, body = {"miss": "missing"}, ""
+    for i, path in enumerate(ATTRIBUTES):
+        strings[f"p{i}"] = path.replace(".", "\0")
+        body += (f"(if (i32.eqz (call $proxy_get_property {{p{i}}} (i32.const 0x100) (i32.const 0x104)))"
+                 " (then (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))))"
+                 " (else (drop (call $proxy_log (i32.const 2) {miss}))))")
+    wasm = build({callback: body + ("" if callback == "proxy_on_log" else " (i32.const 0)")}, strings)
+    report = proxywasm_parity(Scenario(
+        [Filter(wasm, name="attrs")],
+        [Request("POST", "/p?q=1", {"x-a": "1", "referer": "r", "user-agent": "ua"}, body="hello")],
+        upstream=Response(200, {"content-type": "text/plain"}, "ok")))
+    seen = dict(zip(ATTRIBUTES, (m for _, m in report.envoy.logs["'wasm log attrs:'"])))
+    assert seen["request.headers.host"] == ("example.com" if callback != "proxy_on_response_headers" else "missing")

@@ -12,14 +12,15 @@ HeadersInput = Union[Mapping[str, str], Iterable[tuple[str, str]], "HeaderMap", 
 #: wheel): a client's repeated lines reach the filters as one value joined with ",", and
 #: proxy_add_header_map_value on one that exists appends to its value; others are separate lines
 INLINE_REQUEST_HEADERS = frozenset(name.encode() for name in (
-    "accept", "accept-encoding", "access-control-request-headers", "access-control-request-method",
+    ":authority", ":path", ":method", ":scheme", "accept", "accept-encoding", "access-control-request-headers",
+    "access-control-request-method",
     "authorization", "cache-control", "content-encoding", "content-type", "expect", "grpc-accept-encoding", "grpc-timeout",
     "if-match", "if-modified-since", "if-none-match", "if-range", "if-unmodified-since", "origin", "pragma",
     "referer", "te", "user-agent", "via", "x-client-trace-id", "x-forwarded-for", "x-forwarded-host", "x-forwarded-port",
     "x-forwarded-proto", "x-request-id"))
 #: The same for an upstream's response headers
 INLINE_RESPONSE_HEADERS = frozenset(name.encode() for name in (
-    "access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
+    ":status", "access-control-allow-credentials", "access-control-allow-headers", "access-control-allow-methods",
     "access-control-allow-origin", "access-control-expose-headers", "access-control-max-age", "age", "cache-control",
     "content-encoding", "content-type", "date", "etag", "expires", "grpc-message", "grpc-status", "last-modified",
     "location", "proxy-connection", "server", "vary", "via", "x-envoy-decorator-operation", "x-envoy-degraded",
@@ -119,7 +120,14 @@ class HeaderMap:
         return None
 
     def add(self, key: bytes, value: bytes) -> None:
-        self.pairs.append((key.lower(), value))
+        """A new line; a pseudo-header goes after the others, before the regular headers (Envoy
+        keeps them first)."""
+        key = key.lower()
+        if key[:1] == b":":
+            at = next((i for i, (k, _) in enumerate(self.pairs) if k[:1] != b":"), len(self.pairs))
+            self.pairs.insert(at, (key, value))
+        else:
+            self.pairs.append((key, value))
 
     def add_inline(self, key: bytes, value: bytes) -> None:
         """Envoy's addCopy on a header it keeps inline: appended to the first line's value with
@@ -129,7 +137,7 @@ class HeaderMap:
             if k == key:
                 self.pairs[i] = (k, v + b"," + value if v else value)
                 return
-        self.pairs.append((key, value))
+        self.add(key, value)
 
     def join_repeated(self, inline: frozenset[bytes]) -> None:
         """Join each repeated header of `inline` into its first line, as Envoy's header map does."""

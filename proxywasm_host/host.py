@@ -281,7 +281,7 @@ class Host:
         return {
             "source": {"address": f"{conn['source_ip']}:{conn['source_port']}", "port": conn["source_port"]},
             "destination": {"address": f"{conn['destination_ip']}:{conn['destination_port']}", "port": conn["destination_port"]},
-            "connection": {"id": connection_id, "mtls": False},
+            "connection": {"id": connection_id, "mtls": False, "requested_server_name": ""},
         }
 
     def apply_router_defaults(self, headers: HeaderMap, elapsed_ns: int) -> None:
@@ -302,7 +302,8 @@ class Host:
     def upstream_attributes(self) -> dict[str, Any]:
         """upstream.* once a stream or connection has an upstream host (Envoy: from the router or tcp_proxy)."""
         ip, port = self.upstream_address
-        return {"address": f"{ip}:{port}", "port": port}
+        return {"address": f"{ip}:{port}", "port": port, "local_address": f"{self.connection['destination_ip']}:49152",
+                "transport_failure_reason": "", "request_attempt_count": 1}
 
     def next_connection_id(self) -> int:
         self._connection_ids += 1

@@ -596,14 +596,16 @@ class HttpStream(Context):
         attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k == "path"}}
         resp = self.response.headers
         sent = self.downstream_response.body_size
-        response: dict[str, Any] = {"size": sent, "total_size": sent, "flags": 0}  # answered in every phase
+        # answered in every phase (trailers: an empty map until there are some)
+        response: dict[str, Any] = {"size": sent, "total_size": sent, "flags": 0, "trailers": {}}
         if resp is not None:
             code = resp.get(b":status")
             status = int(code) if code and code.isdigit() else 0
+            codec = _CODEC_ADDED_BYTES if self.in_log and self.plugin.host.connection_manager_defaults else 0
             response.update(
                 code=status,
                 headers=resp.view().to_dict(),
-                total_size=sent + _byte_size(resp),
+                total_size=sent + _byte_size(resp) + codec,
                 grpc_status=_grpc_status(resp, self.response.trailers, status),
                 code_details=self.local_reply.details if self.local_reply is not None else "via_upstream",
             )
@@ -611,8 +613,9 @@ class HttpStream(Context):
                 response["trailers"] = self.response.trailers.view().to_dict()
         attrs["response"] = response
         attrs.update(self.plugin.host.connection_attributes(self.connection_id))
-        if self.upstream_request.headers is not None:  # the router has picked the upstream host
-            attrs["upstream"] = self.plugin.host.upstream_attributes()
+        # the router has picked the upstream host once the request headers went upstream
+        picked = self.upstream_request.headers is not None
+        attrs["upstream"] = self.plugin.host.upstream_attributes() if picked else {"request_attempt_count": 0}
         return attrs
 
 
@@ -624,6 +627,11 @@ _CALL_RESPONSE_HEADERS = MapType.HTTP_CALL_RESPONSE_HEADERS
 _TRAILERS = (_REQUEST_TRAILERS, _RESPONSE_TRAILERS)
 _HEADERS = (_REQUEST_HEADERS, _RESPONSE_HEADERS)
 _REQUEST_MAPS = (_REQUEST_HEADERS, _REQUEST_TRAILERS)
+
+
+#: the bytes of the date and server headers Envoy's codec adds to a response after the filters,
+#: counted in response.total_size once the response went out (an HTTP date is 29 characters)
+_CODEC_ADDED_BYTES = len("date") + len("Mon, 30 Nov 2026 17:45:52 GMT") + len("server") + len("envoy")
 
 
 def _byte_size(headers: HeaderMap) -> int:

@@ -451,6 +451,7 @@ def run_host(scenario: Scenario, **host_options: Any) -> Side:
     host = Host(**{"log_level": scenario.log_level, "extra_vms": True, "trace": True, "node_id": node["id"],
                    "cluster_name": node["cluster"], "node_metadata": node.get("metadata"), **host_options})
     host.xds.update(listener_direction=LISTENER_DIRECTIONS[scenario.listener_direction], virtual_host_name=VIRTUAL_HOST)
+    host.upstream_address = ("127.0.0.1", 40000)  # five digits, as Envoy's ephemeral ports (the guest allocates by length)
     for cluster in ("upstream", *scenario.callouts):
         host.add_cluster(cluster)
     properties = {"xds.route_metadata": scenario.route_metadata} if scenario.route_metadata else {}
@@ -554,7 +555,7 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
         chunks = [up.body] if up.body else []
         trailers = list(up.trailers.items()) if up.trailers is not None else None
     last = streams[-1]
-    upstream = _sent_upstream(streams, len(plugins), authority)
+    upstream = _sent_upstream(streams, len(plugins))
     if len(streams) == len(plugins) and last.local_reply is None and last.upstream_request.complete:
         response, body = _response_pairs(sc.upstream)
         response = [(":status", str(sc.upstream.status)), *response]
@@ -639,14 +640,15 @@ def _encoded(chunks: list[Union[bytes, str]]) -> list[bytes]:
     return [c.encode() if isinstance(c, str) else bytes(c) for c in chunks]
 
 
-def _sent_upstream(streams: list[Any], filters: int, authority: str) -> tuple[HeaderList, bytes] | None:
+def _sent_upstream(streams: list[Any], filters: int) -> tuple[HeaderList, bytes] | None:
     """What the router sent upstream: the request headers as soon as the last filter let them
     through, and the body it let through so far, even when a filter then answers locally (Envoy
     resets the upstream request, which has already received them)."""
     up = streams[-1].upstream_request
     if len(streams) < filters or up.headers is None:
         return None
-    return [("host", authority), *up.headers.items()], up.body or b""
+    host = up.headers.get(":authority")  # the filters may have changed or removed it
+    return [*([("host", host)] if host is not None else []), *up.headers.items()], up.body or b""
 
 
 def _framed(headers: HeaderList, body: bytes) -> HeaderList:

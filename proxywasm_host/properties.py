@@ -127,6 +127,8 @@ def builtin(ctx: "Context", path: PropertyPath) -> PropertyValue:
         return attrs["connection"]["id"]
     if head == "xds":
         return _walk(plugin.host.xds_attributes(plugin), path[1:])
+    if path[:3] == ("request", "headers", "host"):  # Envoy's request header map: "host" is :authority
+        path = ("request", "headers", ":authority", *path[3:])
     if attrs is None:
         return None
     if head == "metadata":  # the stream's dynamic metadata: none unless an override sets it

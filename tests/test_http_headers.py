@@ -193,3 +193,20 @@ def test_local_reply_keeps_every_header_line_the_filter_gave():
     s.send_request_headers(REQ, end_of_stream=True)
     h = s.downstream_response.headers
     assert h.get_all("x-t") == ["1", "2"] and h.get_all("cache-control") == ["a,b"]
+
+
+def test_host_is_authority_in_request_headers():
+    """Measured on Envoy 1.40: get, add, replace and remove of "host" on the request headers act on
+    :authority (add joins it, a pseudo-header stays before the regular headers), and the
+    request.headers.host attribute reads it; response headers have no such alias."""
+    get = "(call $rec (call $proxy_get_header_map_value (i32.const 0) {h} (i32.const 0x100) (i32.const 0x104)))"
+    add = "(drop (call $proxy_add_header_map_value (i32.const 0) {h} {v}))"
+    prop = "(call $rec (call $proxy_get_property {p} (i32.const 0x108) (i32.const 0x10c)))"
+    wasm = build({"proxy_on_request_headers": get + add + prop + " (i32.const 0)"},
+                 {"h": "host", "v": "other", "p": "request\0headers\0host"})
+    s = Host().load_plugin(wasm).http_stream()
+    s.send_request_headers({**REQ, "x-b": "1"})
+    assert records(s.vm) == [0, 0] and out_bytes(s.vm) == b"example.com"
+    h = s.upstream_request.headers
+    assert h.get_all(":authority") == ["example.com,other"] and h.get("host") is None
+    assert [k for k, _ in h.items()][:4] == [":authority", ":path", ":method", ":scheme"]

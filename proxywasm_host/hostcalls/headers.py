@@ -6,7 +6,7 @@ pairs-get is Ok with an empty map, everything else BadArgument (§2.2, §2.4).
 from __future__ import annotations
 
 from ..abi import ABI_0_1_0, MapType, WasmResult
-from ..headers import INLINE_REQUEST_HEADERS, INLINE_RESPONSE_HEADERS
+from ..headers import INLINE_REQUEST_HEADERS, INLINE_RESPONSE_HEADERS, HeaderMap
 from ..memory import deserialize_pairs, serialize_pairs
 from .registry import hostcall
 
@@ -35,7 +35,9 @@ def set_pairs(vm, map_type: int, ptr: int, size: int) -> int:
     if m is None:
         return WasmResult.BAD_ARGUMENT
     pairs = deserialize_pairs(vm.memory.read(ptr, size)) or []
-    m.pairs = [(k.lower(), v) for k, v in pairs]
+    m.pairs = []  # Envoy removes every header, then adds the pairs one by one
+    for key, value in pairs:
+        _add(m, map_type, _key(map_type, key), value)
     return WasmResult.OK
 
 
@@ -45,7 +47,7 @@ hostcall("proxy_set_header_map_pairs", "uuu")(set_pairs)
 def get_value(vm, map_type: int, key_ptr: int, key_size: int, ret_ptr: int, ret_size: int) -> int:
     if map_type > _MAX_MAP_TYPE:
         return WasmResult.BAD_ARGUMENT
-    key = vm.memory.read(key_ptr, key_size).lower()
+    key = _key(map_type, vm.memory.read(key_ptr, key_size))
     m = _map(vm, map_type, False)
     legacy = vm.abi == ABI_0_1_0
     if m is None:
@@ -72,18 +74,29 @@ def _missing(vm, legacy: bool, ret_ptr: int, ret_size: int) -> int:
 def _mutate(vm, map_type: int, key_ptr: int, key_size: int):
     if map_type > _MAX_MAP_TYPE:
         return None, None
-    return _map(vm, map_type, True), vm.memory.read(key_ptr, key_size)  # HeaderMap lower-cases keys
+    return _map(vm, map_type, True), _key(map_type, vm.memory.read(key_ptr, key_size))
+
+
+def _key(map_type: int, key: bytes) -> bytes:
+    """The key Envoy's header map uses: lower-cased, and in request headers "host" is :authority
+    (measured on 1.40: get, add, replace and remove of "host" act on :authority)."""
+    key = key.lower()
+    return b":authority" if key == b"host" and map_type == MapType.HTTP_REQUEST_HEADERS else key
+
+
+def _add(m: HeaderMap, map_type: int, key: bytes, value: bytes) -> None:
+    """Envoy's addCopy: a header it keeps inline that is there gets the value appended with ","."""
+    if key in _INLINE.get(map_type, ()):
+        m.add_inline(key, value)
+    else:
+        m.add(key, value)
 
 
 def add_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
     m, key = _mutate(vm, map_type, key_ptr, key_size)
     if m is None:
         return WasmResult.BAD_ARGUMENT
-    value = vm.memory.read(value_ptr, value_size)
-    if key.lower() in _INLINE.get(map_type, ()):
-        m.add_inline(key, value)
-    else:
-        m.add(key, value)
+    _add(m, map_type, key, vm.memory.read(value_ptr, value_size))
     return WasmResult.OK
 
 
