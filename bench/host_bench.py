@@ -75,7 +75,7 @@ def run() -> dict[str, float]:
         "stream": (one_stream, 500),
         "callback": (lambda: stream.invoke("proxy_on_request_headers", stream.id, 4, 1), 2000),
     })
-    results["floor_crossing_us"] = us["floor"]
+    results["host_floor_crossing_us"] = us["floor"]
     results["guest_call_us"] = us["guest_call"]
     results["hostcall_us"] = (us["hostcalls"] - us["no_hostcall"]) / n
     results["http_stream_on_request_headers_us"] = us["stream"]
