@@ -21,7 +21,7 @@ from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_confi
 from proxywasm_host.parity import ParityReport, run_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from probe_filters import answer_scenarios, pause_for_callout, status_scenarios  # noqa: E402
+from probe_filters import answer_scenarios, control_scenarios, pause_for_callout, status_scenarios  # noqa: E402
 
 DEADLINE = 10.0  # seconds a step may take before the test fails
 _ALLOCATE = re.compile(r"proxy_on_memory_allocate\(\d+\)")
@@ -46,6 +46,12 @@ def test_hostcall_status_per_phase(name: str) -> None:
 @pytest.mark.parametrize("name", ["fail_closed", "empty_reply_with_content_length", "grpc_reply", "callout_body"])
 def test_local_answers_and_callout_length(name: str) -> None:
     report = run_parity(answer_scenarios()[name])
+    assert report.identical, report.text()
+
+
+@pytest.mark.parametrize("name", ["http", "tcp_close_upstream"])
+def test_continue_and_close_stream(name: str) -> None:
+    report = run_parity(control_scenarios()[name])
     assert report.identical, report.text()
 
 

@@ -4,7 +4,7 @@ host tests pin is what Envoy was seen to do."""
 from __future__ import annotations
 
 from proxywasm_host.memory import serialize_pairs
-from proxywasm_host.parity import Filter, Request, Response, Scenario
+from proxywasm_host.parity import Connection, Filter, Request, Response, Scenario
 from watgen import build
 
 MAP_TYPES = range(8)  # request/response headers and trailers, gRPC metadata, callout headers/trailers
@@ -203,3 +203,29 @@ def legacy_reads() -> bytes:
                         f" {_status(1, '(i32.load (i32.const 0x104))')}"
                         f" (drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const 2)))",
     }, {"key": "x-p"}, abi="0_1_0")
+
+
+def _letters(calls: list[str]) -> str:
+    """WAT that logs the statuses of `calls` as letters ("a" + WasmResult)."""
+    stores = " ".join(_status(i, call) for i, call in enumerate(calls))
+    return f"{stores} (drop (call $proxy_log (i32.const 2) (i32.const {LINE}) (i32.const {len(calls)})))"
+
+
+def control_scenarios() -> dict[str, Scenario]:
+    """proxy_continue_stream / proxy_close_stream where they do nothing (an HTTP stream's connection
+    types, a root context's stream types) and a network filter closing the UPSTREAM side."""
+    cont, close = "(call $proxy_continue_stream (i32.const {}))", "(call $proxy_close_stream (i32.const {}))"
+    http = build({
+        "proxy_on_request_headers": _letters([cont.format(2), cont.format(3)]) + " (i32.const 0)",
+        "proxy_on_configure": _letters([cont.format(0), close.format(0), cont.format(2), close.format(2)]) + " (i32.const 1)",
+    })
+    tcp = build({
+        "proxy_on_new_connection": "(i32.const 0)",
+        "proxy_on_downstream_data": f"(if (local.get $size) (then {_letters([close.format(3)])})) (i32.const 0)",
+        "proxy_on_downstream_connection_close": "(drop (call $proxy_log (i32.const 2) {down}))",
+        "proxy_on_upstream_connection_close": "(drop (call $proxy_log (i32.const 2) {up}))",
+    }, {"down": "downstream closed", "up": "upstream closed"})
+    return {
+        "http": Scenario([Filter(http, name="h")], [Request()]),
+        "tcp_close_upstream": Scenario([Filter(tcp, name="t")], connections=[Connection(["hello", "more"])]),
+    }

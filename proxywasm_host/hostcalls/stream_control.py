@@ -60,8 +60,8 @@ def close_stream(vm, stream_type: int) -> int:
     if stream is not None and stream_type in (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE):
         stream.defer(lambda: stream.close_direction(stream_type))
     elif stream_type in (StreamType.DOWNSTREAM, StreamType.UPSTREAM) and hasattr(ctx, "close_connection"):
-        peer = "downstream" if stream_type == StreamType.DOWNSTREAM else "upstream"
-        vm.state.after_call.append(lambda: ctx.close_connection(peer))
+        # Envoy closes the filter's own (downstream) connection for either: on_downstream_connection_close
+        vm.state.after_call.append(ctx.close_connection)
     return WasmResult.OK
 
 
