@@ -356,3 +356,19 @@ def test_attributes_in_each_phase(callback: str, proxywasm_parity) -> None:
         upstream=Response(200, {"content-type": "text/plain"}, "ok")))
     seen = dict(zip(ATTRIBUTES, (m for _, m in report.envoy.logs["'wasm log attrs:'"])))
     assert seen["request.headers.host"] == ("example.com" if callback != "proxy_on_response_headers" else "missing")
+
+
+def test_trailers_a_filter_adds(proxywasm_parity) -> None:
+    """Trailers added from the last body callback: the request's read as an empty map in on_log,
+    the response's keep what the filter added."""
+    def log(map_type: int) -> str:
+        return (f"(drop (call $proxy_get_header_map_pairs (i32.const {map_type}) (i32.const 0x100) (i32.const 0x104)))"
+                " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))")
+
+    add = "(if (local.get $eos) (then (drop (call $proxy_add_header_map_value (i32.const {m}) {{k}} {{v}})))) (i32.const 0)"
+    wasm = build({"proxy_on_request_body": add.format(m=1), "proxy_on_response_body": add.format(m=3),
+                  "proxy_on_log": log(1) + log(3)}, {"k": "x-added", "v": "7"})
+    report = proxywasm_parity(Scenario([Filter(wasm, name="trailers")], [
+        Request("POST", "/t", body=["a", "b"]), Request("POST", "/t", body=["a"], trailers={"x-client": "1"})]))
+    lines = [m for _, m in report.envoy.logs["'wasm log trailers:'"]]
+    assert lines[0] == "" and "x-added" in lines[1]

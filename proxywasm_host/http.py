@@ -281,6 +281,7 @@ class HttpStream(Context):
         self.completed = False
         self.logged = False
         self.in_log = False
+        self.log_request_trailers = HeaderMap()  # what on_log sees of request trailers a filter added
         self.created = False
         self.start_time_ns = plugin.host.clock.now_ns
         self.connection_id = plugin.host.next_connection_id()
@@ -539,7 +540,9 @@ class HttpStream(Context):
             return self.root_ctx.get_map(map_type, mutable)
         added = self.request if map_type == _REQUEST_TRAILERS else self.response
         if map_type in _TRAILERS and added.trailers_added:
-            return added.trailers  # Envoy keeps the map it added for the filter, in every later phase
+            # Envoy keeps the map it added for the filter in every later phase, but in on_log the
+            # request trailers it added read as an empty (writable) map (measured on 1.40)
+            return added.trailers if not (self.in_log and added is self.request) else self.log_request_trailers
         if self.in_log:
             if mutable:
                 return None
