@@ -43,7 +43,8 @@ def test_hostcall_status_per_phase(name: str) -> None:
     assert allocation_sizes_aside(report) == [], report.text()
 
 
-@pytest.mark.parametrize("name", ["fail_closed", "empty_reply_with_content_length", "grpc_reply", "callout_body"])
+@pytest.mark.parametrize("name", ["fail_closed", "empty_reply_with_content_length", "grpc_reply", "callout_body",
+                                  "grpc_status_0", "grpc_status_16", "grpc_status_17"])
 def test_local_answers_and_callout_length(name: str) -> None:
     report = run_parity(answer_scenarios()[name])
     assert report.identical, report.text()

@@ -110,14 +110,15 @@ def pause_for_callout() -> bytes:
     }, strings)
 
 
-def local_reply(status: int, headers: list[tuple[bytes, bytes]], body: str = "") -> bytes:
+def local_reply(status: int, headers: list[tuple[bytes, bytes]], body: str = "", grpc_status: int = -1,
+                details: bytes = b"probe") -> bytes:
     """Answers every request from its request headers; logs what its own response and body
     callbacks see, so that the phases after a local reply show in the trace and the log."""
-    strings = {"details": "probe", "body": body or "-", "headers": serialize_pairs(headers), "seen": "response body"}
+    strings = {"details": details, "body": body or "-", "headers": serialize_pairs(headers), "seen": "response body"}
     body_arg = "{body}" if body else "(i32.const 0) (i32.const 0)"
     return build({
         "proxy_on_request_headers": f"(drop (call $proxy_send_local_response (i32.const {status}) {{details}} {body_arg}"
-                                    " {headers} (i32.const -1))) (i32.const 0)",
+                                    f" {{headers}} (i32.const {grpc_status}))) (i32.const 0)",
         "proxy_on_request_body": "(i32.const 0)",
         "proxy_on_response_body": "(drop (call $proxy_log (i32.const 2) {seen})) (i32.const 0)",
     }, strings)
@@ -171,6 +172,9 @@ def answer_scenarios() -> dict[str, Scenario]:
                                [Request("POST", "/svc/M", GRPC, body="\0\0\0\0\0")]),
         "callout_body": Scenario([Filter(callout_with_body(callout_headers, b"hello"), name="c")], [Request("GET", "/y")],
                                  callouts={"auth": Response()}),
+        # the filter's gRPC status is used from 0 to 16; past that, the one of its HTTP status
+        **{f"grpc_status_{code}": Scenario([Filter(local_reply(403, [], "no", grpc_status=code), name="l")], [
+            Request("POST", "/svc/M", GRPC, body="\0\0\0\0\0"), Request("GET", "/")]) for code in (0, 16, 17)},
     }
 
 

@@ -5,6 +5,8 @@ trailers-only gRPC answer; an empty body gets content-length: 0 from the codec, 
 connection: close."""
 from __future__ import annotations
 
+import pytest
+
 from probe_filters import GRPC, answer_scenarios, local_reply, trap_on_request_headers
 from proxywasm_host import Host
 from proxywasm_host.parity import run_host
@@ -61,6 +63,21 @@ def test_reply_to_a_grpc_request_is_a_grpc_answer() -> None:
         200, [("x-a", "1"), ("content-type", "application/grpc"), ("grpc-status", "7"), ("grpc-message", "denied"),
               ("connection", "close"), ("content-length", "0")], b"")
     assert "proxy_on_response_body(2, 6, 1)" not in side.callbacks  # no body goes through the filter
+
+
+@pytest.mark.parametrize("code, sent", [(0, "0"), (16, "16"), (17, "7")])
+def test_the_filters_grpc_status_from_0_to_16(code: int, sent: str) -> None:
+    grpc, plain = run_host(answer_scenarios()[f"grpc_status_{code}"]).exchanges
+    assert (grpc.status, dict(grpc.client_headers)["grpc-status"]) == (200, sent)
+    assert (plain.status, plain.client_body) == (403, b"no")  # a plain request ignores it
+
+
+def test_details_with_spaces_and_bytes_that_are_not_utf8() -> None:
+    """Envoy replaces whitespace in the details (they name the reply in response.code_details);
+    bytes that are not UTF-8 do not trap the host."""
+    s = Host().load_plugin(local_reply(418, [], details=b"not\tallowed here\xff")).http_stream()
+    s.send_request_headers({":method": "GET", ":path": "/", ":authority": "a"}, end_of_stream=True)
+    assert s.trap is None and s.local_reply.details == "not_allowed_here\ufffd"
 
 
 def test_callout_with_a_body_carries_its_length() -> None:
