@@ -447,7 +447,8 @@ class HttpStream(Context):
     def continue_direction(self, stream_type: int) -> None:
         (self.request if stream_type == 0 else self.response).resume()
 
-    def close_direction(self, stream_type: int) -> None:
+    def close_stream(self) -> None:
+        """proxy_close_stream(REQUEST|RESPONSE): Envoy resets the whole stream, whichever it names."""
         self.reset_details = "wasm_close_stream"
         self.upstream_request.reset = self.downstream_response.reset = True
         self.request.end()

@@ -3,7 +3,9 @@ network filter closing its UPSTREAM side (measured: integration/test_envoy_seman
 from __future__ import annotations
 
 from probe_filters import control_scenarios
+from proxywasm_host import Host
 from proxywasm_host.parity import Flow, run_host
+from watgen import build, records
 
 
 def test_continue_and_close_that_do_nothing() -> None:
@@ -21,3 +23,16 @@ def test_network_filter_closing_upstream_closes_its_connection() -> None:
     assert side.flows == [Flow(b"", b"", "proxy after chunk 1")]
     assert side.logs == {"'wasm log t:'": [("info", "a"), ("info", "downstream closed")]}
     assert "proxy_on_downstream_connection_close(2, 1)" in side.callbacks
+
+
+def test_proxy_done_deletes_the_root_context_it_names() -> None:
+    """A root context whose on_done said "not yet" calls proxy_done: on_delete(root id) follows the
+    call; a module without on_delete just finishes."""
+    for on_delete in ({"proxy_on_delete": "(call $rec (i32.add (i32.const 100) (local.get $ctx)))"}, {}):
+        wasm = build({"proxy_on_done": "(i32.const 0)", "proxy_on_tick": "(call $rec (call $proxy_done))", **on_delete},
+                     imports={"proxy_done": "(result i32)"})
+        plugin = Host().load_plugin(wasm)
+        plugin.shutdown()
+        root = plugin.workers[0].root
+        root.invoke("proxy_on_tick", root.id)
+        assert records(plugin.workers[0].vm) == ([0, 100 + root.id] if on_delete else [0])

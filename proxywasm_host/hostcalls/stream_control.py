@@ -58,7 +58,7 @@ def close_stream(vm, stream_type: int) -> int:
     ctx = vm.ctx
     stream = ctx.stream
     if stream is not None and stream_type in (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE):
-        stream.defer(lambda: stream.close_direction(stream_type))
+        stream.defer(stream.close_stream)
     elif stream_type in (StreamType.DOWNSTREAM, StreamType.UPSTREAM) and hasattr(ctx, "close_connection"):
         # Envoy closes the filter's own (downstream) connection for either: on_downstream_connection_close
         vm.state.after_call.append(ctx.close_connection)
