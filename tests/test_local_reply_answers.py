@@ -80,6 +80,13 @@ def test_details_with_spaces_and_bytes_that_are_not_utf8() -> None:
     assert s.trap is None and s.local_reply.details == "not_allowed_here\ufffd"
 
 
+def test_header_bytes_that_are_not_utf8_pass_through() -> None:
+    """A local-reply header name or value is the filter's bytes (shown with surrogate escapes)."""
+    s = Host().load_plugin(local_reply(418, [(b"x-\xff", b"v\xfe")])).http_stream()
+    s.send_request_headers({":method": "GET", ":path": "/", ":authority": "a"}, end_of_stream=True)
+    assert s.trap is None and ("x-\udcff", "v\udcfe") in s.downstream_response.headers.items()
+
+
 def test_callout_with_a_body_carries_its_length() -> None:
     host = Host()
     host.add_cluster("auth")
