@@ -55,15 +55,17 @@ class PublishResult:
         return None if self.reload_seconds is None else self.validate_seconds + self.reload_seconds
 
 
-_ADMIN: list[httpx.Client] = []  # one keep-alive client: a new one costs ~70 ms of CPU (its SSL context)
-_ADMIN_LOCK = threading.Lock()
+_ADMIN: dict[int, httpx.Client] = {}  # per process: one keep-alive client (a new one costs ~70 ms of CPU: its SSL
+_ADMIN_LOCK = threading.Lock()  # context); a forked child must not share the parent's sockets
 
 
 def _admin_client() -> httpx.Client:
     with _ADMIN_LOCK:
-        if not _ADMIN:
-            _ADMIN.append(httpx.Client(trust_env=False))  # httpx clients are thread-safe
-        return _ADMIN[0]
+        pid = os.getpid()
+        if pid not in _ADMIN:
+            _ADMIN.clear()
+            _ADMIN[pid] = httpx.Client(trust_env=False)  # httpx clients are thread-safe
+        return _ADMIN[pid]
 
 
 def admin_stats(admin_url: str, regex: str = "", timeout: float = 5.0) -> dict[str, int]:
