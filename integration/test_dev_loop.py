@@ -101,6 +101,8 @@ def test_dev_loop_rebuilds_only_the_changed_filter_and_hot_reloads(tmp_path: Pat
             time.sleep(0.05)
         assert any("build failed" in m for m in logs), logs
         assert _served(url) == (["a2", "b1"], ["b-conf", "second"])
+        (tmp_path / "a.config").write_text("third")  # the source is still broken: the configuration goes through
+        _wait_for(url, (["a2", "b1"], ["b-conf", "third"]))  # with the module it serves (the build left 0 bytes)
         assert env.pid == pid
     finally:
         stop.set()
@@ -112,4 +114,5 @@ def test_dev_loop_rebuilds_only_the_changed_filter_and_hot_reloads(tmp_path: Pat
     assert [re.sub(r"\d+", "N", re.sub(r"[0-9a-f]{12}", "SHA", m)) for m in reloads] == [
         "jwt_authn: reloaded SHA, serving N ms after the publish (checks N ms: parse; Envoy's switch-over N ms)",
         "jwt_authn: reloaded SHA, serving N ms after the publish (checks N ms: load, configure; "
-        "Envoy's switch-over N ms)"], logs
+        "Envoy's switch-over N ms)"] + ["jwt_authn: reloaded SHA, serving N ms after the publish (checks N ms: load, "
+                                        "configure; Envoy's switch-over N ms)"], logs

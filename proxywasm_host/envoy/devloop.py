@@ -146,28 +146,31 @@ class _Loop:
         code = [f.name for f in self.filters if now[f.name].code != self.seen[f.name].code]
         config = [f.name for f in self.filters if now[f.name].config != self.seen[f.name].config]
         self.seen = now
-        if not code and not config:
-            return
-        if code and not self.build(code):
-            return
+        built = bool(code) and self.build(code)  # a failed build still lets a configuration change through
         for f in self.filters:
-            if (f.name in code or f.name in config) and f.wasm.exists():
-                self.publish(env, f)
+            new_code = built and f.name in code
+            if new_code or f.name in config:
+                self.publish(env, f, new_code)
 
-    def publish(self, env: EnvoyHarness, f: DevFilter) -> None:
-        data = f.wasm.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
+    def publish(self, env: EnvoyHarness, f: DevFilter, new_code: bool) -> None:
+        """Publish ``f``'s configuration, with its module file if ``new_code`` (else the module it serves:
+        after a failed build the file may be half written)."""
+        served_sha = self.served.get(f.name, (None, ""))[0]
+        if (new_code or served_sha is None) and not f.wasm.exists():
+            return
+        data = f.wasm.read_bytes() if new_code or served_sha is None else None
+        sha = hashlib.sha256(data).hexdigest() if data is not None else served_sha
         conf = f.current_configuration()
         if self.served.get(f.name) == (sha, conf):
             return
-        env.preflight = self.opts.preflight_code or self.served.get(f.name, (None, ""))[0] == sha
+        env.preflight = self.opts.preflight_code or sha == served_sha
         try:
             res = env.publish(f.name, data, configuration=conf)
         except PublishError as exc:
             self.log(f"{f.name}: update refused, previous filter keeps serving:\n{exc}")
             return
         self.served[f.name] = (sha, conf)
-        if not env.preflight:  # compile it for the host now, so that checking the next configuration takes ms
+        if data is not None and not env.preflight:  # compile it for the host now: the next configuration check takes ms
             threading.Thread(target=_compile_quietly, args=(data, f.name), daemon=True, name="devloop-compile").start()
         self.log(f"{f.name}: reloaded {sha[:12]}, serving {res.total_seconds * 1000:.0f} ms after the publish "
                  f"(checks {res.validate_seconds * 1000:.0f} ms: {', '.join(res.checks)}; "
