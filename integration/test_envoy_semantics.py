@@ -50,7 +50,7 @@ def test_local_answers_and_callout_length(name: str) -> None:
     assert report.identical, report.text()
 
 
-@pytest.mark.parametrize("name", ["http", "tcp_close_upstream"])
+@pytest.mark.parametrize("name", ["http", "tcp_close_upstream", "continue_inside_headers"])
 def test_continue_and_close_stream(name: str) -> None:
     report = run_parity(control_scenarios()[name])
     assert report.identical, report.text()

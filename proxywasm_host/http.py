@@ -107,6 +107,7 @@ class _Direction:
         self.trailers_readable = False
         self.pending_trailers: HeaderMap | None = None
         self.trailers_added = False  # the filter added trailers from the last body chunk
+        self.resume_pending = False  # continued during its headers callback, before its status is known
         self.iteration = "idle"  # idle | continue | stop_all | stop_buffer | stop_nobuffer | stop_trailers | done
         self.end_seen = False
         self.body_bytes = 0  # body bytes that arrived in this direction (Envoy's bytesReceived)
@@ -131,6 +132,10 @@ class _Direction:
                 self.out.complete = True
         else:
             self.iteration = "stop_all"
+        if self.resume_pending:  # the filter continued from inside the callback that stopped
+            self.resume_pending = False
+            if self.iteration == "stop_all":
+                self.resume()
         return PhaseResult(self.on_headers, raw, status)
 
     def send_data(self, chunk: bytes, eos: bool) -> PhaseResult:
@@ -194,8 +199,11 @@ class _Direction:
 
     def resume(self) -> None:
         """proxy_continue_stream: Envoy's continueDecoding/continueEncoding."""
-        self.headers_readable = False
         state = self.iteration
+        if state == "idle" and self.headers is not None:
+            self.resume_pending = True  # Envoy posts it: it applies once the headers callback has returned
+            return
+        self.headers_readable = False
         if state == "stop_all":
             self._forward_headers()
             if self.out.headers is not None and self.end_seen and not self.buffered and self.pending_trailers is None:

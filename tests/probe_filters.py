@@ -229,7 +229,10 @@ def control_scenarios() -> dict[str, Scenario]:
         "proxy_on_downstream_connection_close": "(drop (call $proxy_log (i32.const 2) {down}))",
         "proxy_on_upstream_connection_close": "(drop (call $proxy_log (i32.const 2) {up}))",
     }, {"down": "downstream closed", "up": "upstream closed"})
+    # continued from inside the headers callback that then stops: Envoy resumes once it returned
+    continue_inside = build({"proxy_on_request_headers": f"(drop {cont.format(0)}) (i32.const 1)"})
     return {
         "http": Scenario([Filter(http, name="h")], [Request()]),
+        "continue_inside_headers": Scenario([Filter(continue_inside, name="c")], [Request(), Request("GET", "/b")]),
         "tcp_close_upstream": Scenario([Filter(tcp, name="t")], connections=[Connection(["hello", "more"])]),
     }

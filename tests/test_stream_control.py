@@ -16,6 +16,13 @@ def test_continue_and_close_that_do_nothing() -> None:
     assert [m for lines in logs.values() for _, m in lines] == ["aaaa"] * 3  # on_configure, three VMs
 
 
+def test_continue_from_inside_the_headers_callback_that_stops() -> None:
+    """Envoy posts the continue: it applies once the callback returned StopIteration, so the
+    request goes on (a GET: a request with a body stalled in Envoy 1.40, not pinned)."""
+    side = run_host(control_scenarios()["continue_inside_headers"])
+    assert [(x.status, x.upstream is not None) for x in side.exchanges] == [(200, True), (200, True)]
+
+
 def test_network_filter_closing_upstream_closes_its_connection() -> None:
     """Envoy closes the filter's own connection for UPSTREAM too: the downstream close callback
     (peer Local) runs, the upstream one does not, and nothing reaches the upstream."""
@@ -36,3 +43,14 @@ def test_proxy_done_deletes_the_root_context_it_names() -> None:
         root = plugin.workers[0].root
         root.invoke("proxy_on_tick", root.id)
         assert records(plugin.workers[0].vm) == ([0, 100 + root.id] if on_delete else [0])
+
+
+def test_abi_0_1_0_continue_response() -> None:
+    """ABI 0.1.0's proxy_continue_response resumes the response (after the callback returns)."""
+    wasm = build({"proxy_on_response_headers": "(call $rec (call $proxy_continue_response)) (i32.const 1)"}, abi="0_1_0")
+    s = Host(connection_manager_defaults=False).load_plugin(wasm).http_stream()
+    s.send_request_headers({":method": "GET", ":path": "/", ":authority": "a"}, end_of_stream=True)
+    assert s.send_response_headers({":status": "200"}).status == "StopAllIterationAndWatermark"
+    assert records(s.vm) == [0] and s.downstream_response.headers[":status"] == "200"
+    s.send_response_body(b"ok", end_of_stream=True)
+    assert (s.downstream_response.body, s.downstream_response.complete) == (b"ok", True)
