@@ -175,15 +175,15 @@ PROBED = ["xds.node.id", "xds.node.cluster", "xds.node.metadata.team", "xds.node
           "xds.route_metadata", "xds.route_metadata.filter_metadata.r.k"]
 
 
-def property_probe() -> bytes:
-    """A WAT filter that logs each PROBED property's bytes on request headers."""
+def property_probe(paths: list[str], callback: str = "proxy_on_request_headers") -> bytes:
+    """A WAT filter that logs the bytes of each property in `paths` (or "missing") in `callback`."""
     strings, body = {"miss": "missing"}, ""
-    for i, path in enumerate(PROBED):
+    for i, path in enumerate(paths):
         strings[f"p{i}"] = path.replace(".", "\0")
         body += (f"(if (i32.eqz (call $proxy_get_property {{p{i}}} (i32.const 0x100) (i32.const 0x104)))"
                  " (then (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))))"
                  " (else (drop (call $proxy_log (i32.const 2) {miss}))))")
-    return build({"proxy_on_request_headers": body + " (i32.const 0)"}, strings)
+    return build({callback: body + ("" if callback == "proxy_on_log" else " (i32.const 0)")}, strings)
 
 
 @pytest.mark.parametrize("configured", [False, True], ids=["defaults", "configured"])
@@ -197,7 +197,7 @@ def test_node_listener_and_metadata_properties(configured: bool, proxywasm_parit
         "team": "edge", "nested": {"depth": "2"}, "num": 3, "flag": True, "list": ["a", 2], "none": None}},
         "listener_direction": "OUTBOUND", "dynamic_metadata": {"probe": {"key": "v1"}},
         "route_metadata": {"filter_metadata": {"r": {"k": [1.5, None, True, {"a": 2}]}}}} if configured else {}
-    report = proxywasm_parity(Scenario([Filter(property_probe(), name="probe")], [Request()], **options))
+    report = proxywasm_parity(Scenario([Filter(property_probe(PROBED), name="probe")], [Request()], **options))
     seen = dict(zip(PROBED, (m for _, m in report.envoy.logs["'wasm log probe:'"])))
     if configured:
         assert seen["xds.node.metadata.num"] == "\x00\x00\x00\x00\x00\x00\x08@"  # 3.0
@@ -343,15 +343,8 @@ xds.route_name xds.cluster_name xds.filter_chain_name plugin_name plugin_root_id
 @pytest.mark.parametrize("callback", ["proxy_on_request_headers", "proxy_on_response_headers", "proxy_on_log"])
 def test_attributes_in_each_phase(callback: str, proxywasm_parity) -> None:
     """What proxy_get_property answers for Envoy's attributes in each phase, byte for byte."""
-    strings, body = {"miss": "missing"}, ""
-    for i, path in enumerate(ATTRIBUTES):
-        strings[f"p{i}"] = path.replace(".", "\0")
-        body += (f"(if (i32.eqz (call $proxy_get_property {{p{i}}} (i32.const 0x100) (i32.const 0x104)))"
-                 " (then (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104)))))"
-                 " (else (drop (call $proxy_log (i32.const 2) {miss}))))")
-    wasm = build({callback: body + ("" if callback == "proxy_on_log" else " (i32.const 0)")}, strings)
     report = proxywasm_parity(Scenario(
-        [Filter(wasm, name="attrs")],
+        [Filter(property_probe(ATTRIBUTES, callback), name="attrs")],
         [Request("POST", "/p?q=1", {"x-a": "1", "referer": "r", "user-agent": "ua"}, body="hello")],
         upstream=Response(200, {"content-type": "text/plain"}, "ok")))
     seen = dict(zip(ATTRIBUTES, (m for _, m in report.envoy.logs["'wasm log attrs:'"])))
