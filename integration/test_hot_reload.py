@@ -136,7 +136,7 @@ def test_hot_reload_code_then_config_under_load(envoy: EnvoyHarness, wasm_v2: by
         got_cfg = first_new(lp.samples, conf.published_at, lambda s: s.config == "cfg-two")
         assert got_cfg is not None, f"{kind}: never saw cfg-two"
         cfg_latency = got_cfg.end - conf.published_at
-        # (how soon the new filter is served is measured by `make bench`: reload_*_first_served_ms)
+        # (how soon the new filter is served is measured by `make bench`: reload_*_publish_to_serving_ms)
         # the refused updates changed nothing: every request started after them got v2 with cfg-two
         after = [(s.version, s.config) for s in lp.samples if s.start > refused_at]
         assert after and set(after) == {("v2", "cfg-two")}, f"{kind}: after the refused updates: {set(after)}"
