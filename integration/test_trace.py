@@ -34,7 +34,9 @@ def test_request_trace_is_envoys(tmp_path: Path) -> None:
         conn.putheader("host", "example.com")
         conn.endheaders()
         assert conn.getresponse().read()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10  # the trace lines are written as the callbacks run: await the response's
+        while "proxy_on_response_headers" not in env.log() and time.monotonic() < deadline:
+            time.sleep(0.01)
         threads = trace_by_thread(env.log())
     worker = next(lines for lines in threads.values() if "[host->vm] proxy_on_context_create(2, 1)" in lines)
     envoy = worker[worker.index("[host->vm] proxy_on_context_create(2, 1)"):]
