@@ -210,3 +210,18 @@ def test_host_is_authority_in_request_headers():
     h = s.upstream_request.headers
     assert h.get_all(":authority") == ["example.com,other"] and h.get("host") is None
     assert [k for k, _ in h.items()][:4] == [":authority", ":path", ":method", ":scheme"]
+
+
+def test_set_pairs_adds_pair_by_pair_as_envoy_does():
+    """proxy_set_header_map_pairs: every header removed, then each pair added (measured on 1.40): a
+    repeated inline header is joined, "host" is :authority, others stay separate lines."""
+    from proxywasm_host.memory import serialize_pairs
+
+    pairs = serialize_pairs([(b":path", b"/"), (b":method", b"GET"), (b"host", b"h"), (b"accept", b"a"),
+                             (b"accept", b"b"), (b"x-t", b"1"), (b"x-t", b"2"), (b"x-forwarded-proto", b"http")])
+    cb = "(drop (call $proxy_set_header_map_pairs (i32.const 0) {p})) (i32.const 0)"
+    s = Host().load_plugin(build({"proxy_on_request_headers": cb}, {"p": pairs})).http_stream()
+    s.send_request_headers(REQ, end_of_stream=True)
+    h = s.upstream_request.headers
+    assert h.items()[:3] == [(":path", "/"), (":method", "GET"), (":authority", "h")]
+    assert h.get_all("accept") == ["a,b"] and h.get_all("x-t") == ["1", "2"]
