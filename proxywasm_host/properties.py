@@ -91,18 +91,14 @@ def is_metadata(path: PropertyPath) -> bool:
 
 
 def _lookup_override(overrides: dict[PropertyPath, PropertyValue], path: PropertyPath) -> tuple[bool, PropertyValue]:
-    """Exact match, or walk into a map value with the remaining segments."""
+    """Exact match, or walk into a map or list value with the remaining segments, as into Envoy's
+    own attributes (the longest overridden prefix wins; below it, a missing segment is NotFound)."""
     if path in overrides:
         return True, overrides[path]
     for n in range(len(path) - 1, 0, -1):
         base = overrides.get(path[:n])
-        if isinstance(base, Mapping):
-            value: Any = base
-            for seg in path[n:]:
-                if not isinstance(value, Mapping) or seg not in value:
-                    return True, None
-                value = value[seg]
-            return True, value
+        if isinstance(base, (Mapping, list)):
+            return True, _walk(base, path[n:])
     return False, None
 
 
