@@ -181,3 +181,35 @@ def test_local_reply_header_with_bytes_that_are_not_utf8():
     s.send_request_headers(REQ, end_of_stream=True)
     assert s.downstream_response.headers[":status"] == "403"
     assert s.downstream_response.headers._raw[1] == (b"x-raw", b"a\xffb")
+
+
+def test_buffer_limit_answers_per_direction():
+    """Envoy's answers to a buffer over per_connection_buffer_limit_bytes: a request body → a local
+    413 "Payload Too Large" (request_payload_too_large, measured on 1.40); a response body before its
+    headers went out → 500 "Internal Server Error" (response_payload_too_large); after → the stream
+    is reset with that detail."""
+    buffer = "(i32.const 1)"  # StopIterationAndBuffer / StopIteration
+    req = {":method": "POST", ":path": "/", ":authority": "a"}
+
+    s = Host(buffer_limit_bytes=32).load_plugin(build({"proxy_on_request_body": buffer})).http_stream()
+    s.send_request_headers(req)
+    s.send_request_body(b"x" * 33, end_of_stream=False)
+    assert (s.local_reply.status_code, s.local_reply.body, s.local_reply.details) == (
+        413, b"Payload Too Large", "request_payload_too_large")
+    assert s.downstream_response.headers[":status"] == "413"
+
+    wasm = build({"proxy_on_response_headers": buffer, "proxy_on_response_body": buffer})
+    s = Host(buffer_limit_bytes=32).load_plugin(wasm).http_stream()
+    s.send_request_headers(req, end_of_stream=True)
+    s.send_response_headers({":status": "200"})
+    s.send_response_body(b"y" * 33, end_of_stream=False)
+    assert (s.local_reply.status_code, s.local_reply.body, s.local_reply.details) == (
+        500, b"Internal Server Error", "response_payload_too_large")
+    assert s.downstream_response.headers[":status"] == "500" and s.downstream_response.body == b"Internal Server Error"
+    assert s.downstream_response.headers["content-type"] == "text/plain"
+    s = Host(buffer_limit_bytes=32).load_plugin(build({"proxy_on_response_body": buffer})).http_stream()
+    s.send_request_headers(req, end_of_stream=True)
+    s.send_response_headers({":status": "200"})
+    s.send_response_body(b"y" * 33, end_of_stream=False)
+    assert s.local_reply is None and s.downstream_response.reset and s.reset_details == "response_payload_too_large"
+    assert s.downstream_response.headers[":status"] == "200"  # the headers had gone out; the body is cut
