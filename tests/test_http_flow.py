@@ -197,3 +197,34 @@ def test_abi_0_1_continue_request():
     s = p.http_stream()
     assert s.send_request_headers(REQ, end_of_stream=True).status == "StopAllIterationAndWatermark"
     assert records(s.vm) == [0]
+
+
+@pytest.mark.parametrize("returns, status, forwarded", [
+    ("(i32.const 0)", "Continue", True), ("(i32.const 1)", "StopIteration", False),
+    ("(i32.const 7)", "StopIteration", False), (None, "NotCalled", True)])
+def test_trailers_phase_results(returns, status, forwarded):
+    """What send_request_trailers reports (callback, the guest's raw return, Envoy's status) and
+    whether the trailers went on: Continue forwards them and ends the request; any other return is
+    StopIteration (cpp-host's conversion); a filter without the callback lets them through."""
+    wasm = build({"proxy_on_request_trailers": returns} if returns else {})
+    s = Host().load_plugin(wasm).http_stream()
+    s.send_request_headers({":method": "POST", ":path": "/", ":authority": "a"})
+    s.send_request_body(b"x", end_of_stream=False)
+    r = s.send_request_trailers({"x-t": "1"})
+    raw = int(returns.split()[1].rstrip(")")) if returns else None
+    assert (r.callback, r.action, r.status, r.stopped) == ("proxy_on_request_trailers", raw, status, not forwarded)
+    up = s.upstream_request
+    assert (up.trailers is not None, up.complete) == (forwarded, forwarded)
+    assert s.request.iteration == ("continue" if forwarded else "stop_trailers")
+    assert s.request.end_seen
+
+
+def test_trailers_after_a_local_reply_are_dropped():
+    cb = "(drop (call $proxy_send_local_response (i32.const 403) {d} {b} (i32.const 0) (i32.const 0) (i32.const -1))) (i32.const 1)"
+    s = Host().load_plugin(build({"proxy_on_request_body": cb, "proxy_on_request_trailers": "(i32.const 0)"},
+                                 {"d": "no", "b": "denied"})).http_stream()
+    s.send_request_headers({":method": "POST", ":path": "/", ":authority": "a"})
+    s.send_request_body(b"x", end_of_stream=False)
+    r = s.send_request_trailers({"x-t": "1"})
+    assert (r.callback, r.action, r.status) == ("proxy_on_request_trailers", None, "NotCalled")
+    assert s.upstream_request.trailers is None and s.downstream_response.headers[":status"] == "403"
