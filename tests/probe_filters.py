@@ -129,11 +129,17 @@ def trap_on_request_headers() -> bytes:
 
 
 def callout_with_body(headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """Sends one callout to cluster "auth" from its request headers and lets the request go on."""
+    """Sends one callout to cluster "auth" from its request headers and holds the request until the
+    answer (a callout left behind may be cancelled with its stream in Envoy, before it reaches the
+    cluster: a race)."""
     strings = {"auth": "auth", "headers": serialize_pairs(headers), "body": body or b"-"}
     body_arg = "{body}" if body else "(i32.const 0) (i32.const 0)"
-    return build({"proxy_on_request_headers": f"(drop (call $proxy_http_call {{auth}} {{headers}} {body_arg}"
-                                              " (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 0x108))) (i32.const 0)"},
+    return build({"proxy_on_request_headers": "(i32.store (i32.const 0x110) (local.get $ctx))"
+                                              f" (drop (call $proxy_http_call {{auth}} {{headers}} {body_arg}"
+                                              " (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 0x108))) (i32.const 1)",
+                  # the answer comes to the root context: make the stream current, then resume it
+                  "proxy_on_http_call_response": "(drop (call $proxy_set_effective_context (i32.load (i32.const 0x110))))"
+                                                 " (drop (call $proxy_continue_stream (i32.const 0)))"},
                  strings)
 
 
