@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .abi import LogLevel, MetricType
@@ -239,6 +238,9 @@ class Host:
     def register_vm(self, key: tuple, index: int, vm: Any) -> None:
         self._vms.setdefault(key, {})[index] = vm
 
+    def forget_vm(self, key: tuple, index: int) -> None:
+        self._vms.get(key, {}).pop(index, None)
+
     # -- clusters and callouts ---------------------------------------------------
 
     def add_cluster(self, name: str, url: str | None = None) -> None:
@@ -292,12 +294,14 @@ class Host:
         (HttpStream.mark_connection_close)."""
         if not self.connection_manager_defaults:
             return
-        headers.remove(b"keep-alive")
-        headers.join_repeated(INLINE_RESPONSE_HEADERS)
-        name, service_time = b"x-envoy-upstream-service-time", str(elapsed_ns // 1_000_000).encode()
-        at = next((i for i, (k, _) in enumerate(headers.pairs) if k == name), None)
-        headers.remove(name)
-        headers.pairs.insert(len(headers.pairs) if at is None else at, (name, service_time))
+        headers.join_repeated(INLINE_RESPONSE_HEADERS, drop=(b"keep-alive",))
+        pairs, name = headers.pairs, b"x-envoy-upstream-service-time"
+        service_time = (name, str(elapsed_ns // 1_000_000).encode())
+        at = next((i for i, (k, _) in enumerate(pairs) if k == name), None)
+        if at is None:
+            pairs.append(service_time)
+        else:
+            headers.pairs = [*pairs[:at], service_time, *(kv for kv in pairs[at + 1:] if kv[0] != name)]
 
     def upstream_attributes(self) -> dict[str, Any]:
         """upstream.* once a stream or connection has an upstream host (Envoy: from the router or tcp_proxy)."""
@@ -319,21 +323,29 @@ class Host:
         (measured)."""
         if not self.connection_manager_defaults:
             return
-        headers.pairs = [kv for kv in headers.pairs if kv[0] not in REMOVED_REQUEST_HEADERS]  # one pass per request
-        headers.join_repeated(INLINE_REQUEST_HEADERS)
-        te = headers.get(b"te")
-        if te is not None:  # only its "trailers" token is passed on
+        first = headers.join_repeated(INLINE_REQUEST_HEADERS, drop=REMOVED_REQUEST_HEADERS)  # every name below is inline
+        pairs = headers.pairs
+        codec_first = [pairs[first[name]] for name in _CODEC_ORDER if name in first]
+        if b":scheme" not in first:
+            codec_first.append((b":scheme", b"http"))
+        headers.pairs = codec_first + [kv for kv in pairs if kv[0] not in _CODEC_ORDER]
+        if b"te" in first:  # only its "trailers" token is passed on
+            te = headers.get(b"te") or b""
             if b"trailers" in (token.strip() for token in te.lower().split(b",")):
                 headers.replace(b"te", b"trailers")
             else:
                 headers.remove(b"te")
-        if headers.get(b":scheme") is None:
-            headers.add(b":scheme", b"http")
-        headers.pairs.sort(key=lambda kv: _CODEC_ORDER.get(kv[0], 4))  # stable: other headers keep their order
-        if headers.get(b"x-forwarded-proto") is None:
-            headers.add(b"x-forwarded-proto", b"http")
-        if headers.get(b"x-request-id") is None:
-            headers.add(b"x-request-id", str(uuid.UUID(int=self.random.getrandbits(128), version=4)).encode())
+        if b"x-forwarded-proto" not in first:
+            headers.pairs.append((b"x-forwarded-proto", b"http"))
+        if b"x-request-id" not in first:
+            headers.pairs.append((b"x-request-id", _uuid4(self.random.getrandbits(128))))
+
+
+def _uuid4(bits: int) -> bytes:
+    """str(uuid.UUID(int=bits, version=4)) without building a UUID: one per request."""
+    n = (bits & ~(0xC000 << 48) | 0x8000 << 48) & ~(0xF000 << 64) | 4 << 76
+    h = "%032x" % n
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
 
 
 #: connection-level headers Envoy's HTTP/1.1 codec drops (te survives only as "trailers")
@@ -347,7 +359,8 @@ INTERNAL_REQUEST_HEADERS = tuple(f"x-envoy-{name}".encode() for name in (
     "upstream-rq-timeout-ms", "upstream-stream-duration-ms"))
 #: everything the connection manager removes from a client's request before the filters run
 REMOVED_REQUEST_HEADERS = frozenset({b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS})
-_CODEC_ORDER = {b":authority": 0, b":path": 1, b":method": 2, b":scheme": 3}
+#: the order Envoy's HTTP/1.1 codec hands these to the filters, before every other header
+_CODEC_ORDER = (b":authority", b":path", b":method", b":scheme")
 
 
 def _bytes(s: bytes | str) -> bytes:

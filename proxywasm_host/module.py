@@ -155,7 +155,8 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
     sha256 and the engine version. Returns (module, came_from_cache)."""
     with _COMPILED_LOCK:
         if digest in _COMPILED:
-            return _COMPILED[digest], True
+            _COMPILED[digest] = module = _COMPILED.pop(digest)  # now the most recently used (LRU)
+            return module, True
     engine = ENGINE.engine
     directory = trusted_cache_dir()
     if directory is None:
@@ -165,7 +166,7 @@ def compile_module(wasm: bytes, digest: str, name: str) -> tuple[wasmtime.Module
     with _COMPILED_LOCK:
         _COMPILED[digest] = module
         while len(_COMPILED) > COMPILED_IN_PROCESS:
-            _COMPILED.pop(next(iter(_COMPILED)))  # the oldest: a long session's memory stays flat
+            _COMPILED.pop(next(iter(_COMPILED)))  # the least recently used: a long session's memory stays flat
     return module, cached
 
 

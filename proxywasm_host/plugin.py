@@ -169,6 +169,7 @@ class Plugin:
 
     def _start_worker(self, index: int, fresh: bool = False) -> Worker:
         vm = None if fresh else self.host.shared_vm(self._vm_key(), index)
+        created = vm is None
         if vm is None:
             vm = self._new_vm(index)
             if index != CANARY_VM:
@@ -176,7 +177,13 @@ class Plugin:
         root = RootContext(vm, self, vm.state.alloc_id())
         vm.state.contexts[root.id] = root
         worker = Worker(index, vm, root)
-        self._start_root(worker)
+        try:
+            self._start_root(worker)
+        except PluginRejected:
+            if created:  # Envoy drops the VM of a refused plugin: free it now (its logs stay readable)
+                self.host.forget_vm(self._vm_key(), index)
+                vm._release()
+            raise
         return worker
 
     def _run_start_functions(self, vm: Vm, vm_ctx: Context) -> None:
