@@ -16,7 +16,7 @@
 //     switches back to the stream to add x-go-idp and resume it;
 //   - at the end of the stream it logs what the access-log phase can read: request.duration,
 //     request.size, response.size, code_details, grpc_status, flags; with the plugin configuration
-//     "sizes" also request.total_size, response.total_size and the response's connection header;
+//     "sizes" also response.total_size and the response's connection header;
 //   - as a network filter (plugin configuration "network"): a chunk that starts with "PANIC"
 //     panics. The SDK makes an HTTP context for every new context as long as NewHttpContext
 //     returns one, so a plugin that serves both kinds must choose by its configuration.
@@ -156,8 +156,7 @@ func (h *httpContext) OnHttpStreamDone() {
 		return
 	}
 	connection, _ := proxywasm.GetHttpResponseHeader("connection")
-	proxywasm.LogInfof("stream done: request total_size=%s response total_size=%s connection=%q",
-		number("request", "total_size"), number("response", "total_size"), connection)
+	proxywasm.LogInfof("stream done: response total_size=%s connection=%q", number("response", "total_size"), connection)
 }
 
 // ---- network filter -----------------------------------------------------------
