@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from proxywasm_host.envoy.validate import find_envoy
 from proxywasm_host.parity import Connection, Filter, Flow, Request, Response, Scenario, run_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "go"))
@@ -23,14 +22,6 @@ TEXT = {"content-type": "text/plain"}
 @pytest.fixture(scope="module")
 def wasm() -> str:
     return build_go.module_for_tests("observed_filter")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _envoy_available() -> None:
-    try:
-        find_envoy()
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 def header(pairs: list[tuple[str, str]], name: str) -> list[str]:
