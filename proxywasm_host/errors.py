@@ -27,12 +27,24 @@ class MissingImportError(ModuleLoadError):
         )
 
 
+#: a filter log line in an exception message or a test report keeps its first SHOWN_CHARS
+#: characters: a filter may log megabyte lines, and a report of them would stall the test run
+SHOWN_CHARS = 1000
+
+
+def shown(record: "LogRecord") -> str:
+    """A log line as messages and reports show it ("[info] text"), cut at SHOWN_CHARS."""
+    text = str(record)
+    cut = len(text) - SHOWN_CHARS
+    return text if cut <= 0 else f"{text[:SHOWN_CHARS]}... [{cut} more characters not shown]"
+
+
 class _WithLogs(ProxyWasmError):
     def __init__(self, message: str, logs: "Sequence[LogRecord]" = ()):
         self.message = message  # without the log lines, which are in .logs
         self.logs = list(logs)
         if self.logs:
-            message += "\nfilter log lines:\n" + "\n".join(f"  {r}" for r in list(self.logs)[-50:])
+            message += "\nfilter log lines:\n" + "\n".join(f"  {shown(r)}" for r in self.logs[-50:])
         super().__init__(message)
 
 

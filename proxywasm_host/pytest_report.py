@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .context import LocalReply
+from .errors import shown
 from .headers import Headers
 from .logs import LogRecord
 
@@ -22,13 +23,19 @@ def _plugin_label(plugin: Any) -> str:
     return plugin.name or plugin.root_id or plugin.module.name
 
 
+#: the most recent filter log lines a failure report shows
+SHOWN_LINES = 1000
+
+
 def host_report(host: "Host") -> str:
     """Filter log lines (once each, by plugin), metrics, pending callouts, undeclared clusters."""
     lines: list[str] = []
-    logs = [(_plugin_label(p), r) for p in host.plugins for r in p.logs]
+    logs = sorted(((_plugin_label(p), r) for p in host.plugins for r in p.logs), key=lambda lr: lr[1].seq)
     if logs:
         lines.append("filter logs:")
-        lines += [f"  {label} ctx={r.context_id} {r}" for label, r in sorted(logs, key=lambda lr: lr[1].seq)]
+        if len(logs) > SHOWN_LINES:
+            lines.append(f"  ... {len(logs) - SHOWN_LINES} earlier lines not shown (plugin.logs has them)")
+        lines += [f"  {label} ctx={r.context_id} {shown(r)}" for label, r in logs[-SHOWN_LINES:]]
     metrics = host.metrics.snapshot()
     if metrics:
         lines.append("metrics:")

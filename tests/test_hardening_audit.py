@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -70,6 +71,30 @@ def hostcall_loop() -> None:
 def test_the_deadline_covers_time_spent_in_hostcalls_and_nested_guest_calls():
     kind, message = run_watched(hostcall_loop)  # a watchdog: a deadline reset by the nested calls would hang
     assert kind == DeadlineExceeded.__name__ and "proxy_on_request_headers" in message and "200 ms" in message, message
+
+
+def test_the_deadline_counts_the_time_a_hostcall_holds_the_gil():
+    """The epoch ticker is a Python thread: while a hostcall holds the GIL it cannot tick, and the
+    ticks it missed are caught up, so the deadline stays real time. Here a hostcall holds the GIL
+    for 1 s (bytes.find over 64 MiB, about 200 ms a call) and the guest then loops a little: its
+    500 ms deadline has passed. A ticker that lost those ticks (one per GIL turn) let it return."""
+    big = bytes(64 << 20)
+
+    def hold_the_gil(_args: bytes) -> bytes:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 1.0:
+            big.find(b"\0" * 7 + b"\1")
+        return b""
+
+    cb = ("(drop (call $proxy_call_foreign_function {f} (i32.const 0) (i32.const 0) (i32.const 0x100) (i32.const 0x104)))"
+          " (local.set $ctx (i32.const 0)) (loop $l (local.set $ctx (i32.add (local.get $ctx) (i32.const 1)))"
+          " (br_if $l (i32.lt_u (local.get $ctx) (i32.const 1000)))) (i32.const 0)")
+    wasm = build({"proxy_on_request_headers": cb}, {"f": "hold"},
+                 imports={"proxy_call_foreign_function": "(param i32 i32 i32 i32 i32 i32) (result i32)"})
+    host = Host()
+    host.foreign_functions["hold"] = hold_the_gil
+    with pytest.raises(DeadlineExceeded, match="deadline of 500 ms"):
+        host.load_plugin(wasm, deadline_ms=500).http_stream().send_request_headers(REQ, end_of_stream=True)
 
 
 def test_effective_context_zero_then_root_context_hostcalls():
@@ -177,3 +202,26 @@ def test_faulthandler_constraint_in_the_readme(steps, survives):
         assert (proc.returncode, proc.stdout) == (0, "GuestTrap\nGuestTrap\n"), proc.stderr
     else:
         assert (proc.returncode, proc.stdout) == (-4, "GuestTrap\n"), proc.stderr  # SIGILL after the first trap
+
+
+def test_megabyte_log_lines_are_cut_in_exception_messages_and_failure_reports(monkeypatch):
+    """A filter that logs 64 lines of 1 MiB and traps: the GuestTrap's message and the pytest
+    failure report show each line's first 1,000 characters (the whole lines stay in .logs); the
+    report shows the last SHOWN_LINES lines and says how many it left out."""
+    from proxywasm_host import GuestTrap, pytest_report
+    from proxywasm_host.errors import SHOWN_CHARS
+
+    log = ("(drop (memory.grow (i32.const 16))) (local.set $ctx (i32.const 0)) (loop $l"
+           " (drop (call $proxy_log (i32.const 2) (i32.const 0x10000) (i32.const 0x100000)))"
+           " (local.set $ctx (i32.add (local.get $ctx) (i32.const 1))) (br_if $l (i32.lt_u (local.get $ctx) (i32.const 64)))) unreachable")
+    host = Host()
+    plugin = host.load_plugin(build({"proxy_on_request_headers": log}))
+    with pytest.raises(GuestTrap) as trap:
+        plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    cut = f"... [{len('[info] ') + 0x100000 - SHOWN_CHARS} more characters not shown]"
+    assert str(trap.value).count(cut) == 50 and len(str(trap.value)) < 51 * (SHOWN_CHARS + 100)
+    assert len(trap.value.logs) == 64 and len(trap.value.logs[0].message) == 0x100000
+    monkeypatch.setattr(pytest_report, "SHOWN_LINES", 10)
+    report = pytest_report.host_report(host)
+    assert "  ... 54 earlier lines not shown (plugin.logs has them)" in report
+    assert report.count(cut) == 10 and len(report) < 11 * (SHOWN_CHARS + 100)
