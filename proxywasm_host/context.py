@@ -145,10 +145,8 @@ class Context:
             result = vm.call(callback, *args)
         finally:
             vm.ctx, vm.calling_ctx = prev, prev_calling
-        if vm.depth == 0:
-            dispatcher = self.plugin.host.dispatcher
-            if dispatcher.events:
-                dispatcher.run()
+        if vm.depth == 0 and self.state.after_call:  # the dispatcher's events
+            self.plugin.host.dispatcher.run()
         return result
 
 

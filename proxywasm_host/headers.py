@@ -3,7 +3,7 @@ replace removes every value then appends, the headers Envoy keeps inline joined 
 and a read-only view for tests."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any, Union
 
 HeadersInput = Union[Mapping[str, str], Iterable[tuple[str, str]], "HeaderMap", None]
@@ -95,6 +95,12 @@ class HeaderMap:
             return cls()
         if isinstance(headers, HeaderMap):
             return headers.copy()
+        if type(headers) is dict:  # a test's usual form, taken in one pass while every name and value is text
+            try:
+                return cls([(k.encode("utf-8", "surrogateescape").lower(), v.encode("utf-8", "surrogateescape"))
+                            for k, v in headers.items()])
+            except (AttributeError, TypeError, UnicodeEncodeError):
+                pass  # bytes or bad input: the checks below name the problem
         if isinstance(headers, Mapping):
             items: Iterable[Any] = headers.items()
         elif isinstance(headers, Iterable) and not isinstance(headers, (str, bytes, bytearray)):
@@ -139,19 +145,24 @@ class HeaderMap:
                 return
         self.add(key, value)
 
-    def join_repeated(self, inline: frozenset[bytes]) -> None:
-        """Join each repeated header of `inline` into its first line, as Envoy's header map does."""
+    def join_repeated(self, inline: frozenset[bytes], drop: Container[bytes] = ()) -> dict[bytes, int]:
+        """Join each repeated header of `inline` into its first line, as Envoy's header map does,
+        and leave out the lines named in `drop`, in one pass; returns where each `inline` header is."""
         first: dict[bytes, int] = {}
         out: list[tuple[bytes, bytes]] = []
-        for name, value in self.pairs:
-            if name in first:
-                at = first[name]
-                out[at] = (name, out[at][1] + b"," + value)
-                continue
+        for pair in self.pairs:
+            name = pair[0]
             if name in inline:
+                at = first.get(name)
+                if at is not None:
+                    out[at] = (name, out[at][1] + b"," + pair[1])
+                    continue
                 first[name] = len(out)
-            out.append((name, value))
+            elif name in drop:
+                continue
+            out.append(pair)
         self.pairs = out
+        return first
 
     def remove(self, key: bytes) -> None:
         key = key.lower()

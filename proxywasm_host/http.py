@@ -88,15 +88,18 @@ def _trailers_status(raw: int, local_reply_sent: bool) -> str:
     return FilterStatus.CONTINUE if raw == 0 else FilterStatus.STOP_ITERATION
 
 
+#: a direction's callbacks (built once: a stream is made per request)
+_CALLBACKS = {kind: (f"proxy_on_{kind}_headers", f"proxy_on_{kind}_body", f"proxy_on_{kind}_trailers")
+              for kind in ("request", "response")}
+
+
 class _Direction:
     """One direction of a stream (decoding the request or encoding the response)."""
 
     def __init__(self, stream: "HttpStream", kind: str, out: Message):
         self.stream = stream
         self.kind = kind
-        self.on_headers = f"proxy_on_{kind}_headers"
-        self.on_body = f"proxy_on_{kind}_body"
-        self.on_trailers = f"proxy_on_{kind}_trailers"
+        self.on_headers, self.on_body, self.on_trailers = _CALLBACKS[kind]
         self.out = out
         self.headers: HeaderMap | None = None
         self.headers_readable = False
@@ -417,7 +420,8 @@ class HttpStream(Context):
     def _call(self, callback: str, *args: int) -> tuple[int | None, bool]:
         """Invoke a stream callback if exported. Returns (raw result, whether a
         local reply was sent during the call)."""
-        if not self.vm.has(callback) or self.trap is not None or self.vm.failed is not None:
+        vm = self.vm
+        if not vm.has(callback) or self.trap is not None or vm.failed is not None:
             return None, False
         before = self.local_reply
         try:

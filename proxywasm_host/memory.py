@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from itertools import chain
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .abi import PAIRS_MAX_BYTES, PAIRS_MAX_COUNT
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_string_at = ctypes.string_at
+_string_at = getattr(ctypes, "_string_at", ctypes.string_at)  # string_at without its Python frame: one per read
 _memmove = ctypes.memmove
 
 
@@ -89,12 +90,11 @@ Pairs = Sequence[tuple[bytes, bytes]]
 
 def serialize_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """u32 N, N x (u32 key_len, u32 value_len), then key\\0value\\0 for each pair."""
-    pairs = list(pairs)
-    if not pairs:
+    strings = list(chain.from_iterable(pairs))  # key, value, key, value, ...
+    if not strings:
         return b""
-    sizes = b"".join(struct.pack("<II", len(k), len(v)) for k, v in pairs)
-    data = b"".join(k + b"\0" + v + b"\0" for k, v in pairs)
-    return _U32.pack(len(pairs)) + sizes + data
+    sizes = struct.pack(f"<{len(strings) + 1}I", len(strings) // 2, *map(len, strings))
+    return sizes + b"\0".join(strings) + b"\0"
 
 
 def deserialize_pairs(buf: bytes) -> list[tuple[bytes, bytes]] | None:

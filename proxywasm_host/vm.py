@@ -7,6 +7,7 @@ raw-value frames: no wasmtime `Val` objects are built per call.
 from __future__ import annotations
 
 import ctypes
+import struct
 from ctypes import POINTER, byref
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,6 +32,11 @@ _set_deadline = _b._wasmtime_context_set_epoch_deadline
 _caller_context = _b._wasmtime_caller_context
 _Raw = ffi.wasmtime_val_raw_t
 _CALLBACK = ffi.wasmtime_func_unchecked_callback_t
+#: _CALLBACK with the raw-value frame as an address (an int), not a ctypes pointer object per call
+_RAW_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.c_void_p, POINTER(ffi.wasmtime_caller_t), ctypes.c_void_p,
+                                 ctypes.c_size_t)
+_RESULT = struct.Struct("<i")  # a hostcall's i32 result, written over its first raw value
+_string_at = getattr(ctypes, "_string_at", ctypes.string_at)
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _p: None)
 _M32 = 0xFFFFFFFF
 _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
@@ -49,21 +55,23 @@ class HostTrap(Exception):
     """Raised by a hostcall handler to trap the guest on purpose, as Envoy's V8 does."""
 
 
+#: one raw value (16 bytes) per signature letter: u32, i32, i64
+_RAW_FORMAT = {"u": "I12x", "i": "i12x", "I": "q8x"}
 _TRAMPOLINE_FACTORIES: dict[tuple[str, str], Callable[..., Any]] = {}
 
 
 def _trampoline_factory(params: str, results: str) -> Callable[..., Any]:
-    """Generate (once per signature) a factory of raw trampolines that read the
-    arguments straight from the raw-value frame and call the handler."""
+    """Generate (once per signature) a factory of raw trampolines that read every argument from
+    the raw-value frame (16 bytes per value) with one struct unpack and call the handler."""
     key = (params, results)
     fac = _TRAMPOLINE_FACTORIES.get(key)
     if fac is not None:
         return fac
-    args = []
-    for i, c in enumerate(params):
-        args.append({"u": f"raw[{i}].i32 & 0xFFFFFFFF", "i": f"raw[{i}].i32", "I": f"raw[{i}].i64"}[c])
-    call = f"handler(vm, {', '.join(args)})" if args else "handler(vm)"
-    store = "raw[0].i32 = r" if results else "pass"
+    frame = struct.Struct("<" + "".join(_RAW_FORMAT[c] for c in params)) if params else None
+    args = ", ".join(f"a{i}" for i in range(len(params)))
+    read = f"{args}, = unpack(string_at(raw, {frame.size}))" if frame else "pass"
+    call = f"handler(vm, {args})" if args else "handler(vm)"
+    store = "memmove(raw, pack_result(r), 4)" if results else "pass"
     src = f"""
 def factory(vm, hc, handler, bad_pointer_result):
     key = hc.key
@@ -74,6 +82,7 @@ def factory(vm, hc, handler, bad_pointer_result):
         prev = vm.caller
         vm.caller = caller
         try:
+            {read}
             r = {call}
         except BadPointer:
             r = bad_pointer_result
@@ -85,7 +94,9 @@ def factory(vm, hc, handler, bad_pointer_result):
         return 0
     return trampoline
 """
-    ns: dict[str, Any] = {"HostTrap": HostTrap, "BadPointer": BadPointer}
+    ns: dict[str, Any] = {"HostTrap": HostTrap, "BadPointer": BadPointer, "string_at": _string_at,
+                          "unpack": frame.unpack if frame else None, "memmove": ctypes.memmove,
+                          "pack_result": _RESULT.pack}
     exec(src, ns)
     fac = ns["factory"]
     _TRAMPOLINE_FACTORIES[key] = fac
@@ -180,8 +191,8 @@ class Vm:
             self, base, lambda: ffi.wasmtime_memory_data_size(self._store_ctx, byref(mem_struct))
         )
         # Envoy (cpp-host) looks up malloc first, then proxy_on_memory_allocate.
-        self._allocator = self._exports.get("malloc") or self._exports.get("proxy_on_memory_allocate")
-        if self._allocator is None:
+        self._allocator_name = "malloc" if "malloc" in self._exports else "proxy_on_memory_allocate"
+        if self._allocator_name not in self._exports:
             raise ModuleLoadError(f"{module.name}: Wasm module is missing malloc function.")
 
     # -- linking -------------------------------------------------------------
@@ -202,8 +213,9 @@ class Vm:
         bad = WASI_EFAULT if hc.is_wasi else int(WasmResult.INVALID_MEMORY_ACCESS)
         handler = self._handler(import_module, hc, bad)
         fn = _trampoline_factory(hc.params, hc.results)(self, hc, handler, bad)
-        cb = _CALLBACK(fn)
-        self._callbacks.append(cb)
+        raw_cb = _RAW_CALLBACK(fn)
+        cb = ctypes.cast(raw_cb, _CALLBACK)
+        self._callbacks.append(raw_cb)
         conv = {"u": wasmtime.ValType.i32(), "i": wasmtime.ValType.i32(), "I": wasmtime.ValType.i64()}
         ty = wasmtime.FuncType([conv[c] for c in hc.params], [wasmtime.ValType.i32()] if hc.results else [])
         mod_b, name_b = import_module.encode(), hc.name.encode()
@@ -249,7 +261,7 @@ class Vm:
     def allocate(self, size: int) -> int:
         """Call the guest allocator; during it only a few hostcalls are allowed."""
         prev, prev_during = self.restricted, self.restricted_during
-        name = "malloc" if "malloc" in self._exports else "proxy_on_memory_allocate"
+        name = self._allocator_name
         self.restricted, self.restricted_during = ALLOC_ALLOWED, name
         try:
             return self.call(name, size) or 0
@@ -311,7 +323,6 @@ class Vm:
         its memory reads as empty (BadPointer)."""
         self.memory.detach()
         self._exports.clear()
-        self._allocator = None
         self.instance = self.store = self._store_ctx = None  # type: ignore[assignment]
 
 

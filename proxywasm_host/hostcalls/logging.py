@@ -18,7 +18,7 @@ def proxy_log(vm, level: int, ptr: int, size: int) -> int:
         vm.memory.read(ptr + size - 1, 1)  # the whole range must be valid, as in Envoy
     message = vm.memory.read(ptr, min(size, LINE_LIMIT + 1))
     if level >= vm.host.log_level:
-        vm.ctx.log(_LEVELS[level], clip(message, size))
+        vm.ctx.log(_LEVELS[level], message.decode("utf-8", "replace") if size <= LINE_LIMIT else clip(message, size))
     return _OK
 
 
