@@ -12,7 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-SUITES = ("host_bench", "sdk_bench", "filters_bench", "envoy_bench", "latency_bench", "reload_bench")
+SUITES = ("host_bench", "sdk_bench", "filters_bench", "envoy_bench", "latency_bench", "reload_bench", "hardening_bench")
 
 
 def main() -> int:
