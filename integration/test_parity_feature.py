@@ -209,10 +209,11 @@ def test_node_listener_and_metadata_properties(configured: bool, proxywasm_parit
         assert seen["metadata"] == "" and seen["metadata.filter_metadata"] == "\x00" * 4
 
 
-def grpc_probe() -> bytes:
+def grpc_probe(upstream: bytes | str = "echo_svc") -> bytes:
     """A WAT filter that pauses each request for a unary gRPC call (pkg.Echo/Say on cluster
     echo_svc, with metadata and the request's message), logs what the root context gets back (the
-    message, or the status message), then resumes the request from the root context."""
+    message, or the status message), then resumes the request from the root context. `upstream` is
+    the call's first argument: a cluster name or a serialized GrpcService."""
     from proxywasm_host.memory import serialize_pairs
 
     imports = {"proxy_grpc_call": "(param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)"}
@@ -224,7 +225,7 @@ def grpc_probe() -> bytes:
         "proxy_on_grpc_close": f"(drop (call $proxy_get_status (i32.const 0x120) (i32.const 0x100) (i32.const 0x104))) {log_out} {resume}",
     }
     extra = "".join(f'(func (export "{n}") (param i32 i32 i32) {b})' for n, b in callbacks.items())
-    strings = {"cl": "echo_svc", "svc": "pkg.Echo", "m": "Say", "msg": "hello", "md": serialize_pairs([(b"x-meta", b"1")])}
+    strings = {"cl": upstream, "svc": "pkg.Echo", "m": "Say", "msg": "hello", "md": serialize_pairs([(b"x-meta", b"1")])}
     on_request = ("(i32.store (i32.const 0x310) (local.get $ctx))"
                   " (drop (call $proxy_grpc_call {cl} {svc} {m} {md} {msg} (i32.const 1000) (i32.const 0x300))) (i32.const 1)")
     return build({"proxy_on_request_headers": on_request}, strings, imports=imports, extra=extra)

@@ -52,11 +52,10 @@ def _grpc_open(vm, up_ptr, up_size, svc_ptr, svc_size, m_ptr, m_size, md_ptr, md
     upstream = mem.read(up_ptr, up_size)
     service = mem.read(svc_ptr, svc_size).decode("utf-8", "surrogateescape")
     method = mem.read(m_ptr, m_size).decode("utf-8", "surrogateescape")
-    metadata = HeaderMap(deserialize_pairs(mem.read(md_ptr, md_size)) or [])
     proto = parse_grpc_service(upstream)
     cluster = proto.cluster if proto else upstream.decode("utf-8", "surrogateescape")
-    for key, value in proto.initial_metadata if proto else ():
-        metadata.add(key, value)
+    # the GrpcService's initial_metadata goes first, then the call's own (measured on Envoy 1.40)
+    metadata = HeaderMap([*(proto.initial_metadata if proto else ()), *(deserialize_pairs(mem.read(md_ptr, md_size)) or [])])
     if cluster not in vm.host.clusters:
         vm.host.undeclared_clusters.append(cluster)
         return None  # Envoy: neither a GrpcService proto nor a known cluster
