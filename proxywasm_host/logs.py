@@ -44,13 +44,21 @@ _PY_LEVELS = {
 
 
 #: A guest controls how much it logs: a line keeps its first LINE_LIMIT bytes (the rest is cut,
-#: with a note), and a VM keeps its last RECORDS_LIMIT lines (older ones are dropped).
+#: with a note), and a VM keeps its last RECORDS_LIMIT lines, no more than RECORDS_CHARS
+#: characters of them (the oldest lines are dropped first; the newest is always kept).
 LINE_LIMIT = 1 << 20
 RECORDS_LIMIT = 100_000
+RECORDS_CHARS = 64 << 20
 
 
-def new_records() -> "deque[LogRecord]":
-    return deque(maxlen=RECORDS_LIMIT)
+class Records(deque):
+    """A VM's log lines; `chars` counts the characters of their messages."""
+
+    chars = 0
+
+
+def new_records() -> Records:
+    return Records(maxlen=RECORDS_LIMIT)
 
 
 def clip(data: bytes | bytearray, total: int | None = None) -> str:
@@ -63,11 +71,16 @@ def clip(data: bytes | bytearray, total: int | None = None) -> str:
 _NAMES = {level: level.name.lower() for level in LogLevel}
 
 
-def emit(records: "deque[LogRecord]", level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str,
+def emit(records: Records, level: LogLevel, message: str, context_id: int, plugin: Any, prefix: str,
          thread: str) -> None:
     """Record a line as Envoy's `wasm` logger would print it, and forward it to
     Python logging so pytest shows it with a failing test."""
+    if len(records) == records.maxlen:
+        records.chars -= len(records[0].message)  # the append drops it
     records.append(LogRecord(_NAMES[level], message, context_id, plugin.name, plugin, prefix, next(_SEQUENCE), thread))
+    records.chars += len(message)
+    while records.chars > RECORDS_CHARS and len(records) > 1:
+        records.chars -= len(records.popleft().message)
     py_level = _PY_LEVELS.get(level, logging.INFO)
     if _logger.isEnabledFor(py_level) and _handled(py_level):
         _logger.log(py_level, "wasm log%s: %s", prefix, message)

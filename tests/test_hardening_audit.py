@@ -225,3 +225,24 @@ def test_megabyte_log_lines_are_cut_in_exception_messages_and_failure_reports(mo
     report = pytest_report.host_report(host)
     assert "  ... 54 earlier lines not shown (plugin.logs has them)" in report
     assert report.count(cut) == 10 and len(report) < 11 * (SHOWN_CHARS + 100)
+
+
+def test_captured_log_text_per_vm_is_bounded(monkeypatch):
+    """A VM keeps at most RECORDS_CHARS characters of log text (64 Mi by default; 100,000 lines of
+    1 MiB were 100 GiB): the oldest lines are dropped first. Here 200 numbered lines of 100
+    characters with a 10,000-character budget: the last 100 stay."""
+    from proxywasm_host import logs
+
+    monkeypatch.setattr(logs, "RECORDS_CHARS", 10_000)
+    line = "(i32.store8 (i32.const 0x2000) (i32.add (i32.const 0x30) (i32.rem_u (local.get $ctx) (i32.const 10))))"
+    cb = ("(local.set $ctx (i32.const 0)) (loop $l " + line + " (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 100)))"
+          " (local.set $ctx (i32.add (local.get $ctx) (i32.const 1))) (br_if $l (i32.lt_u (local.get $ctx) (i32.const 200)))) (i32.const 0)")
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": cb}))
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    kept = plugin.workers[0].vm.logs
+    assert len(kept) == 100 and kept.chars == 10_000 == sum(len(r.message) for r in kept)
+    assert [r.message[0] for r in kept] == [str(i % 10) for i in range(100, 200)]  # the newest 100
+    monkeypatch.setattr(logs, "RECORDS_LIMIT", 50)  # lines dropped by the line limit leave the count too
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": cb}))
+    plugin.http_stream().send_request_headers(REQ, end_of_stream=True)
+    assert plugin.workers[0].vm.logs.chars == 5_000
