@@ -58,8 +58,8 @@ def test_observed_filter_parity(wasm, proxywasm_parity) -> None:
     assert header(e[1].upstream[0], "x-go-idp") == ["role=admin"]
     assert [header(x.client_headers, "connection") for x in e] == [[], [], ["close"], ["close"], []]
     assert report.envoy.metrics == {"go_observed.vm_starts": 3}
-    done = [m for group in report.envoy.logs.values() for _, m in group if m.startswith("stream done:")]
-    assert done[-1] == ("stream done: duration known=true request size=6 response size=13"
+    done = [m.split(" ", 2)[2] for group in report.envoy.logs.values() for _, m in group if " done: duration" in m]
+    assert done[-1] == ("done: duration known=true request size=6 response size=13"
                         " code_details=via_upstream grpc_status=2 flags=0")
 
 

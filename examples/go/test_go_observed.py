@@ -50,8 +50,8 @@ def respond(s, body: bytes = b"upstream body"):
 
 
 def done_line(s) -> str:
-    [line] = [r.message for r in s.logs if r.message.startswith("stream done:")]
-    return line
+    [line] = [r.message for r in s.logs if r.message.startswith(f"stream {s.id} done: duration")]
+    return line.split(" ", 2)[2]
 
 
 def test_effective_context_zero_is_the_calling_context(plugin):
@@ -73,7 +73,7 @@ def test_access_log_properties(plugin):
     assert s.upstream_request.headers["x-go-early-duration"] == "false"
     plugin.host.clock.advance(ms=2)
     respond(s)
-    assert done_line(s) == ("stream done: duration known=true request size=5 response size=13"
+    assert done_line(s) == ("done: duration known=true request size=5 response size=13"
                             " code_details=via_upstream grpc_status=2 flags=0")
 
 

@@ -14,7 +14,7 @@
 //   - x-go-ask: NAME -> the request waits for a callout to cluster "idp"; the callback reads the
 //     answer after proxy_set_effective_context(0) (the calling context: the root's), then
 //     switches back to the stream to add x-go-idp and resume it;
-//   - at the end of the stream it logs what the access-log phase can read: request.duration,
+//   - at the end of the stream it logs its context id and what the access-log phase can read: request.duration,
 //     request.size, response.size, code_details, grpc_status, flags; with the plugin configuration
 //     "sizes" also response.total_size and the response's connection header;
 //   - as a network filter (plugin configuration "network"): a chunk that starts with "PANIC"
@@ -149,8 +149,8 @@ func (h *httpContext) ask(user string) types.Action {
 // sizes, its duration and how it ended are known.
 func (h *httpContext) OnHttpStreamDone() {
 	_, err := proxywasm.GetProperty([]string{"request", "duration"})
-	proxywasm.LogInfof("stream done: duration known=%t request size=%s response size=%s code_details=%s"+
-		" grpc_status=%s flags=%s", err == nil, number("request", "size"), number("response", "size"),
+	proxywasm.LogInfof("stream %d done: duration known=%t request size=%s response size=%s code_details=%s"+
+		" grpc_status=%s flags=%s", h.contextID, err == nil, number("request", "size"), number("response", "size"),
 		property("response", "code_details"), number("response", "grpc_status"), number("response", "flags"))
 	if !h.sizes {
 		return
