@@ -92,10 +92,8 @@ def test_envoy_on_log_sees_connection_close(sizes_report) -> None:
                                                     'stream done: response total_size=135 connection=""']
 
 
-@pytest.mark.xfail(strict=True, reason="host difference found here: the host adds `connection: close` only to "
-                   "what the client receives, not to the response header map on_log reads "
-                   "(proxywasm_host/http.py mark_connection_close; reported to the lead)")
 def test_host_on_log_sees_connection_close(sizes_report) -> None:
+    """The host's on_log reads the same response headers and total_size as Envoy's (found here)."""
     assert total_size_lines(sizes_report.host) == total_size_lines(sizes_report.envoy)
 
 
@@ -131,9 +129,7 @@ def test_emscripten_memory_growth_notice_in_malloc_fails_the_vm(emscripten_repor
     assert emscripten_report.envoy.traps == ["malloc"]
 
 
-@pytest.mark.xfail(strict=True, reason="host difference found here: in Envoy 1.40 the trap is malloc's and the "
-                   "hostcall that allocated returns InvalidMemoryAccess (6) to the callback, which goes on (the VM "
-                   "is failed); the host raises the trap through proxy_on_request_headers (vm.allocate; reported "
-                   "to the lead)")
 def test_emscripten_malloc_trap_as_in_envoy(emscripten_report) -> None:
+    """The trap is malloc's, the allocating hostcall answers InvalidMemoryAccess and the callback
+    goes on, in the host as in Envoy (found here)."""
     assert emscripten_report.identical, emscripten_report.text()

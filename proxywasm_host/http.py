@@ -239,7 +239,7 @@ class _Direction:
         self.out.headers = self.headers.view()
         self.iteration = "continue"
         if self is self.stream.response:
-            self.stream.mark_connection_close()
+            self.stream.mark_connection_close(self.headers)
 
     def _forward_body(self) -> None:
         if self.buffered:
@@ -532,11 +532,12 @@ class HttpStream(Context):
             hm.add(b"grpc-message", _percent_encode(reply.body))
         return hm
 
-    def mark_connection_close(self) -> None:
+    def mark_connection_close(self, filtered: HeaderMap | None = None) -> None:
         """Envoy's connection manager (HTTP/1.1, measured on 1.40), after the filters ran: it
         drops the hop-by-hop headers the response still has, and closes the connection after a
         response that starts before the request ended, and after a local 400, saying so with
-        `connection: close` to the client."""
+        `connection: close` to the client. It changes the header map the filters passed on
+        (`filtered`), so on_log reads the result too (measured: response.total_size counts it)."""
         out = self.downstream_response
         if not self.plugin.host.connection_manager_defaults or out.headers is None:
             return
@@ -545,6 +546,8 @@ class HttpStream(Context):
         if not self.request.end_seen or local_400:
             pairs.append((b"connection", b"close"))
         out.headers = Headers(pairs)
+        if filtered is not None:
+            filtered.pairs = list(pairs)
 
     # -- what hostcalls see ----------------------------------------------------
 

@@ -148,6 +148,7 @@ class Vm:
         self.failed: GuestTrap | None = None
         self.depth = 0
         self._host_error: BaseException | None = None
+        self._allocator_failure: GuestTrap | None = None  # a trap in the allocator, reported when the callback ends
         self._trap = POINTER(ffi.wasm_trap_t)()
         self._trap_ref = byref(self._trap)
         ENGINE.ensure_ticker()
@@ -256,15 +257,26 @@ class Vm:
             self.depth -= 1
         if err or self._trap:
             self._raise_trap(name, err)
+        if self._allocator_failure is not None and self.depth == 0:
+            self._fail_from_allocator()
         return words[0] if ex.nresults else None
 
     def allocate(self, size: int) -> int:
         """Call the guest allocator; during it only a few hostcalls are allowed."""
+        if self._allocator_failure is not None:
+            return 0
         prev, prev_during = self.restricted, self.restricted_during
         name = self._allocator_name
         self.restricted, self.restricted_during = ALLOC_ALLOWED, name
         try:
             return self.call(name, size) or 0
+        except _NestedTrap as trap:
+            if trap.interrupted:
+                raise  # the deadline is the outermost callback's: it reports DeadlineExceeded
+            # Envoy 1.40 (measured): the allocator's trap fails the VM, the allocation comes back
+            # null (the hostcall answers InvalidMemoryAccess) and the callback goes on; its stream fails after it
+            self._allocator_failure = GuestTrap(name, trap.detail, trap.backtrace, self.logs)
+            return 0
         finally:
             self.restricted, self.restricted_during = prev, prev_during
 
@@ -281,7 +293,18 @@ class Vm:
         trap = ffi.wasmtime_trap_new(data, len(data))
         return ctypes.cast(trap, ctypes.c_void_p).value or 0
 
+    def _fail_from_allocator(self) -> None:
+        """The callback returned (or trapped) after its allocator trapped: the VM fails with the allocator's trap."""
+        exc, self._allocator_failure = self._allocator_failure, None
+        assert exc is not None
+        self._host_error = None
+        self.failed = exc
+        self._release()
+        raise exc
+
     def _raise_trap(self, name: str, err: Any) -> None:
+        if self._allocator_failure is not None and self.depth == 0:
+            self._fail_from_allocator()
         host_error, self._host_error = self._host_error, None
         if err:
             message = str(wasmtime.WasmtimeError._from_ptr(err))
@@ -332,7 +355,7 @@ class _NestedTrap(HostTrap):
 
     def __init__(self, name: str, detail: str, backtrace: str, interrupted: bool):
         super().__init__(f"{name}: {detail}")
-        self.interrupted = interrupted
+        self.detail, self.backtrace, self.interrupted = detail, backtrace, interrupted
 
 
 def _split_trap_message(message: str) -> tuple[str, str]:

@@ -101,7 +101,7 @@ def test_emscripten_memory_growth_notice_inside_malloc_is_refused_as_in_envoy():
     wasm = build({"proxy_on_request_headers": "(drop (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104))) (i32.const 0)"},
                  allocator=(), extra=alloc, imports={"env.emscripten_notify_memory_growth": "(param i32)"})
     plugin = Host().load_plugin(wasm)
-    with pytest.raises(GuestTrap, match="malloc: restricted_callback"):
+    with pytest.raises(GuestTrap, match="Function: malloc failed: restricted_callback"):
         plugin.http_stream().send_request_headers({":path": "/"}, end_of_stream=True)
     after = plugin.http_stream()
     after.send_request_headers({":path": "/"}, end_of_stream=True)
@@ -211,3 +211,54 @@ def test_a_chain_starts_in_envoys_order():
     order = [r.prefix for r in sorted(first.logs + second.logs, key=lambda r: r.seq)]
     assert order == [" a", " a", " b", " b", " a", " b"]  # canary + main of a, of b, then worker 0: a, b
     assert len(first.workers) == len(second.workers) == 1
+
+
+def test_on_log_reads_the_connection_close_the_connection_manager_adds():
+    """Measured on 1.40 (integration/test_sdk_differences.py): the connection: close Envoy adds after
+    a reply that starts before the request ended is in the response header map on_log reads."""
+    import pytest
+
+    from proxywasm_host.abi import WasmResult
+
+    reply = ("(if (i32.eqz (local.get $eos)) (then (drop (call $proxy_send_local_response (i32.const 403)"
+             " (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))))"
+             " (i32.const 0)")
+    on_log = "(call $rec (call $proxy_get_header_map_value (i32.const 2) {c} (i32.const 0x100) (i32.const 0x104)))"
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": reply, "proxy_on_log": on_log}, {"c": "connection"}))
+    vm = plugin.workers[0].vm
+    early = plugin.http_stream()
+    early.send_request_headers({":path": "/"}, end_of_stream=False)
+    early.complete()
+    assert early.downstream_response.headers["connection"] == "close"
+    assert records(vm) == [WasmResult.OK] and out_bytes(vm) == b"close"
+    whole = plugin.http_stream()
+    whole.send_request_headers({":path": "/"}, end_of_stream=True)
+    whole.send_response_headers({":status": "200", "connection": "keep-alive"}, end_of_stream=True)
+    whole.complete()
+    assert records(vm) == [WasmResult.OK, WasmResult.NOT_FOUND]  # the upstream's connection header went too
+    with pytest.raises(KeyError):
+        whole.downstream_response.headers["connection"]
+
+
+def test_a_trap_in_the_allocator_fails_the_vm_once_the_callback_returns():
+    """Measured on 1.40 (integration/test_sdk_differences.py): a trap in malloc is malloc's; the
+    hostcall that allocated answers InvalidMemoryAccess and the callback goes on; then the VM is
+    failed and the stream gets 503."""
+    import pytest
+
+    from proxywasm_host import GuestTrap
+
+    malloc = '(func (export "malloc") (param $n i32) (result i32) unreachable)'
+    pairs = ("(if (i32.eq (call $proxy_get_header_map_pairs (i32.const 0) (i32.const 0x100) (i32.const 0x104)) (i32.const 6))"
+             " (then (drop (call $proxy_log (i32.const 2) {m})))) (i32.const 0)")
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": pairs}, {"m": "went on with 6"}, allocator=(),
+                                      extra=malloc))
+    vm = plugin.workers[0].vm
+    stream = plugin.http_stream()
+    with pytest.raises(GuestTrap) as trap:
+        stream.send_request_headers({":path": "/"}, end_of_stream=True)
+    assert trap.value.callback == "malloc" and "unreachable" in trap.value.detail
+    assert [r.message for r in plugin.logs] == ["went on with 6"]  # InvalidMemoryAccess, and the callback went on
+    assert stream.downstream_response.headers[":status"] == "503"
+    assert vm.failed is trap.value
+    assert plugin.http_stream().send_request_headers({":path": "/"}).status == "StopAllIterationAndWatermark"
