@@ -43,9 +43,10 @@ _INTERRUPT = ffi.wasmtime_trap_code_enum.WASMTIME_TRAP_CODE_INTERRUPT.value
 
 DEFAULT_DEADLINE_MS = 1000
 DEFAULT_MEMORY_LIMIT = 1 << 30
-#: V8's limits, so that growing past them fails as in Envoy (table.grow returns -1 at once)
-#: instead of taking seconds and gigabytes: 10M elements per table (--wasm-max-table-size),
-#: and one instance with at most 100 tables and 1 memory per VM.
+#: 10M elements per table is V8's limit (--wasm-max-table-size): growing past it fails as in
+#: Envoy (table.grow returns -1 at once) instead of taking seconds and gigabytes. The others are
+#: the host's own (Envoy 1.40 loads 101 tables or memories): one instance, at most 100 tables
+#: (wasmtime's parser refuses more anyway) and one memory, so that memory_limit bounds the VM.
 TABLE_ELEMENTS_LIMIT = 10_000_000
 TABLES_LIMIT, MEMORIES_LIMIT = 100, 1
 _NOTHING_ALLOWED: frozenset[str] = frozenset()  # while instantiating: the VM does not exist yet
