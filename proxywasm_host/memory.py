@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_string_at = getattr(ctypes, "_string_at", ctypes.string_at)  # string_at without its Python frame: one per read
-_memmove = ctypes.memmove
 
 
 class BadPointer(Exception):
@@ -29,43 +27,57 @@ class BadPointer(Exception):
 
 class GuestMemory:
     """The exported `memory` of one instance. Its base address never moves
-    (the engine is configured with memory_may_move=False); its size may grow."""
+    (the engine is configured with memory_may_move=False); its size may grow. Reads and writes
+    go through a memoryview of it, renewed when the guest grows its memory."""
 
     def __init__(self, vm: "Vm", base: int, size_fn):
         self._vm = vm
         self._base = base
         self._size_fn = size_fn
-        self.size = size_fn()
+        self._renew()
+
+    def _renew(self) -> None:
+        self.size = self._size_fn()
+        array = (ctypes.c_char * self.size).from_address(self._base) if self.size else b""
+        self._view = memoryview(array).cast("B")
 
     def detach(self) -> None:
         """The instance is gone: every access is out of bounds from now on."""
-        self._base, self._size_fn, self.size = 0, lambda: 0, 0
+        self._base, self._size_fn = 0, lambda: 0
+        self._renew()
 
-    def _check(self, ptr: int, n: int) -> int:
-        end = ptr + n
+    def _check(self, ptr: int, end: int) -> None:
         if end > self.size:
-            self.size = self._size_fn()  # the guest may have grown its memory
+            self._renew()  # the guest may have grown its memory
             if end > self.size:
                 raise BadPointer(f"[{ptr:#x}, {end:#x}) is outside linear memory of {self.size} bytes")
-        return self._base + ptr
 
     def read(self, ptr: int, n: int) -> bytes:
         if n == 0:
             return b""
-        return _string_at(self._check(ptr, n), n)
+        end = ptr + n
+        if end > self.size:
+            self._check(ptr, end)
+        return self._view[ptr:end].tobytes()
 
     def write(self, ptr: int, data: bytes) -> None:
         if data:
-            _memmove(self._check(ptr, len(data)), data, len(data))
+            end = ptr + len(data)
+            if end > self.size:
+                self._check(ptr, end)
+            self._view[ptr:end] = data
 
     def read_u32(self, ptr: int) -> int:
-        return _U32.unpack(_string_at(self._check(ptr, 4), 4))[0]
+        self._check(ptr, ptr + 4)
+        return _U32.unpack_from(self._view, ptr)[0]
 
     def write_u32(self, ptr: int, value: int) -> None:
-        _memmove(self._check(ptr, 4), _U32.pack(value & 0xFFFFFFFF), 4)
+        self._check(ptr, ptr + 4)
+        _U32.pack_into(self._view, ptr, value & 0xFFFFFFFF)
 
     def write_u64(self, ptr: int, value: int) -> None:
-        _memmove(self._check(ptr, 8), _U64.pack(value & 0xFFFFFFFFFFFFFFFF), 8)
+        self._check(ptr, ptr + 8)
+        _U64.pack_into(self._view, ptr, value & 0xFFFFFFFFFFFFFFFF)
 
     def copy_out(self, data: bytes, ret_ptr_ptr: int, ret_size_ptr: int) -> bool:
         """Hand `data` to the guest as cpp-host's copyToPointerSize does: empty data is
