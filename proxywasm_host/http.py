@@ -613,7 +613,7 @@ class HttpStream(Context):
         if self.in_log:  # Envoy knows the duration once the request is complete
             request["duration"] = self.plugin.host.clock.now_ns - self.start_time_ns
         attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k == "path"}}
-        resp = self.response.headers
+        resp, trailers = self.response.headers, self.response.trailers  # Envoy counts both in total_size (measured)
         sent = self.downstream_response.body_size
         # answered in every phase (trailers: an empty map until there are some)
         response: dict[str, Any] = {"size": sent, "total_size": sent, "flags": 0, "trailers": {}}
@@ -624,12 +624,12 @@ class HttpStream(Context):
             response.update(
                 code=status,
                 headers=resp.view().to_dict(),
-                total_size=sent + _byte_size(resp) + codec,
-                grpc_status=_grpc_status(resp, self.response.trailers, status),
+                total_size=sent + _byte_size(resp) + codec + (_byte_size(trailers) if trailers is not None else 0),
+                grpc_status=_grpc_status(resp, trailers, status),
                 code_details=self.local_reply.details if self.local_reply is not None else "via_upstream",
             )
-            if self.response.trailers is not None:
-                response["trailers"] = self.response.trailers.view().to_dict()
+            if trailers is not None:
+                response["trailers"] = trailers.view().to_dict()
         attrs["response"] = response
         attrs.update(self.plugin.host.connection_attributes(self.connection_id))
         # the router has picked the upstream host once the request headers went upstream
@@ -659,8 +659,9 @@ def _byte_size(headers: HeaderMap) -> int:
 
 
 #: Envoy's Grpc::Utility::httpToGrpcStatus, for responses without a grpc-status.
-#: what the connection manager removes from a response on its way to the client (measured on 1.40)
-_HOP_BY_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade"})
+#: what the connection manager removes from a response on its way to the client (measured on 1.40; the
+#: HTTP/1.1 codec then frames the body itself: transfer-encoding comes back last, after date and server)
+_HOP_BY_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"transfer-encoding"})
 _HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 
 

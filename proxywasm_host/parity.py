@@ -84,11 +84,13 @@ class Filter:
 
 @dataclass
 class Response:
-    """What the upstream, or a callout cluster, answers to every request."""
+    """What the upstream, or a callout cluster, answers to every request. With `trailers` the
+    body goes chunked (HTTP/1.1), the trailers after it."""
 
     status: int = 200
     headers: HeadersArg = field(default_factory=lambda: {"content-type": "text/plain"})
     body: Union[bytes, str] = b"ok"
+    trailers: HeadersArg | None = None
 
 
 @dataclass
@@ -180,6 +182,8 @@ class Exchange:
     client_body: bytes
     upstream: tuple[HeaderList, bytes] | None  # None: the request never reached the upstream
     callouts: list[tuple[str, str, str, HeaderList, bytes]]  # cluster, method, path, headers, body
+    client_trailers: HeaderList = field(default_factory=list)  # the response's trailers the client got
+    upstream_trailers: HeaderList = field(default_factory=list)  # the request's trailers the upstream got
 
 
 @dataclass
@@ -281,7 +285,8 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
     if (envoy.refusal is None) != (host.refusal is None):
         return [Difference("filters loaded", envoy.refusal or "loaded", host.refusal or "loaded")]
     for i, (e, h) in enumerate(zip(envoy.exchanges, host.exchanges)):
-        for name in ("status", "client_headers", "client_body", "upstream", "callouts"):
+        for name in ("status", "client_headers", "client_body", "client_trailers", "upstream", "upstream_trailers",
+                     "callouts"):
             if getattr(e, name) != getattr(h, name):
                 diffs.append(Difference(f"request {i}: {name.replace('_', ' ')}", getattr(e, name), getattr(h, name)))
     if len(envoy.exchanges) != len(host.exchanges):
@@ -453,11 +458,18 @@ def _pairs(headers: HeadersArg | None) -> HeaderList:
     return list((headers or {}).items()) if isinstance(headers, dict) or headers is None else list(headers)
 
 
+def _trailers(headers: HeadersArg | None) -> HeaderList | None:
+    """Trailers as pairs; None when there are none to send (not even an empty set)."""
+    return None if headers is None else _pairs(headers)
+
+
 def _response_pairs(resp: Response) -> tuple[HeaderList, bytes]:
+    """The response's headers as the cluster sends them (framed: chunked when it has trailers), and its body."""
     body = resp.body.encode() if isinstance(resp.body, str) else bytes(resp.body)
     pairs = _pairs(resp.headers)
-    if not any(k.lower() == "content-length" for k, _ in pairs):
-        pairs.append(("content-length", str(len(body))))
+    framing = ("transfer-encoding", "chunked") if resp.trailers is not None else ("content-length", str(len(body)))
+    if not any(k.lower() == framing[0] for k, _ in pairs):
+        pairs.append(framing)
     return pairs, body
 
 
@@ -576,22 +588,24 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
     upstream = _sent_upstream(streams, len(plugins))
     if len(streams) == len(plugins) and last.local_reply is None and last.upstream_request.complete:
         response, body = _response_pairs(sc.upstream)
-        response = [(":status", str(sc.upstream.status)), *response]
+        response, trailers = [(":status", str(sc.upstream.status)), *response], _pairs(sc.upstream.trailers)
+        chunked = sc.upstream.trailers is not None  # Envoy's codec ends such a response after its headers only
         encoders = streams
     else:  # a filter answered (or kept the request): the filters before it see that response
-        out = last.downstream_response
-        response, body = (list(out.headers.items()) if out.headers is not None else []), out.body
-        encoders = streams[:-1]
+        response, body, trailers = _message(last.downstream_response)
+        encoders, chunked = streams[:-1], False
     for s in reversed(encoders):
         if not response:
             break
-        s.send_response_headers(response, end_of_stream=not body)
+        s.send_response_headers(response, end_of_stream=not (body or trailers or chunked))
         if body:
             s.send_response_body(body, end_of_stream=False)
+        if trailers:  # the end of the stream: after the body, in place of an empty last chunk
+            s.send_response_trailers(trailers)
+        elif body or chunked:
             s.send_response_body(b"", end_of_stream=True)
         _answer_callouts(host, sc, callouts)
-        out = s.downstream_response
-        response, body = (list(out.headers.items()) if out.headers is not None else []), out.body
+        response, body, trailers = _message(s.downstream_response)
     for s in chain:  # Envoy's teardown: every filter's on_log, then each one's on_done and on_delete
         s.run_log_phase()
     for s in chain:
@@ -599,8 +613,17 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
         traps.extend([s.trap.callback] if s.trap is not None else [])
     client = dict(response).get(":status")
     status = int(client) if client else 0
-    return Exchange(status, _headers(_framed(response, body), _CLIENT_MASK), body, _upstream_view(upstream),
-                    sorted(callouts, key=lambda c: c[0]))
+    upstream_trailers = last.upstream_request.trailers if upstream is not None else None
+    return Exchange(status, _headers(_framed(response, bool(body or trailers or chunked)), _CLIENT_MASK), body,
+                    _upstream_view(upstream),
+                    sorted(callouts, key=lambda c: c[0]), _headers(trailers, set()),
+                    _headers(upstream_trailers.items() if upstream_trailers is not None else [], set()))
+
+
+def _message(out: Any) -> tuple[HeaderList, bytes, HeaderList]:
+    """The headers, body and trailers of a Message (no headers: the response never started)."""
+    headers = list(out.headers.items()) if out.headers is not None else []
+    return headers, out.body, list(out.trailers.items()) if out.trailers is not None else []
 
 
 #: How long the client waits for an answer (Envoy's side: its socket timeout)
@@ -669,10 +692,11 @@ def _sent_upstream(streams: list[Any], filters: int) -> tuple[HeaderList, bytes]
     return [*([("host", host)] if host is not None else []), *up.headers.items()], up.body or b""
 
 
-def _framed(headers: HeaderList, body: bytes) -> HeaderList:
-    """Headers as Envoy's HTTP/1.1 codec sends them: without a content-length (e.g. a filter
-    replaced the body and removed it), a body goes chunked."""
-    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
+def _framed(headers: HeaderList, streamed: bool) -> HeaderList:
+    """Headers as Envoy's HTTP/1.1 codec sends them: a message that goes on after its headers
+    (`streamed`: a body, trailers) without a content-length (e.g. a filter replaced the body and
+    removed it) goes chunked."""
+    if streamed and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
         return [*headers, ("transfer-encoding", "chunked")]
     return headers
 
@@ -682,7 +706,7 @@ def _upstream_view(upstream: tuple[HeaderList, bytes] | None) -> tuple[HeaderLis
     if upstream is None:
         return None
     headers, body = upstream
-    return _headers(_framed(headers, body), _UPSTREAM_MASK), body
+    return _headers(_framed(headers, bool(body)), _UPSTREAM_MASK), body
 
 
 def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:
@@ -700,7 +724,7 @@ def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, H
             wire.append(("content-length", str(len(call.body))))
         seen.append((call.cluster, call.headers.get(":method") or "", path, _headers(wire, _CALLOUT_MASK), call.body))
         pairs, body = _response_pairs(answer)
-        call.respond(answer.status, pairs, body)
+        call.respond(answer.status, pairs, body, _pairs(answer.trailers) or None)
 
 
 def _answer_grpc(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:
@@ -783,6 +807,7 @@ def run_envoy(scenario: Scenario) -> Side:
                 time.sleep(req.after_ms / 1000)
             if req.connection not in conns:
                 conns[req.connection] = http.client.HTTPConnection("127.0.0.1", env.port, timeout=CLIENT_TIMEOUT_S)
+                conns[req.connection].response_class = _TrailerResponse
             side.exchanges.append(_envoy_exchange(conns[req.connection], req, servers))
             if conns[req.connection].sock is None:  # Envoy closed it: the next request opens a new one
                 del conns[req.connection]
@@ -808,13 +833,13 @@ def _cluster_server(answer: Response | dict[str, Response]) -> Any:
 
     def fixed(resp: Response) -> FixedResponse:
         pairs, body = _response_pairs(resp)
-        return FixedResponse(resp.status, body, pairs)
+        return FixedResponse(resp.status, body, pairs, trailers=_trailers(resp.trailers))
 
     server = EchoUpstream(record=True)
     server.default_response = fixed(NOT_LISTED if isinstance(answer, dict) else answer)
     for path, resp in (answer.items() if isinstance(answer, dict) else ()):
         pairs, body = _response_pairs(resp)
-        server.set_response(path, body, resp.status, pairs)
+        server.set_response(path, body, resp.status, pairs, trailers=_trailers(resp.trailers))
     return server
 
 
@@ -976,6 +1001,7 @@ def _envoy_exchange(conn: http.client.HTTPConnection, req: Request, servers: dic
         status, pairs, body = resp.status, resp.getheaders(), resp.read()
     except TimeoutError:  # held past the client's patience: no answer (status 0), and it hangs up
         resp, status, pairs, body = None, 0, [], b""
+    trailers = getattr(resp, "trailers", [])
     if resp is None or resp.getheader("connection", "").lower() == "close":
         conn.close()
     _late_upstream(servers["upstream"], before["upstream"])
@@ -984,7 +1010,17 @@ def _envoy_exchange(conn: http.client.HTTPConnection, req: Request, servers: dic
     upstream = (_headers(up[0].headers, _UPSTREAM_MASK), up[0].body) if up else None
     callouts = [(name, r.method, r.path, _headers(r.headers, _CALLOUT_MASK), r.body)
                 for name, reqs in sorted(received.items()) for r in reqs]
-    return Exchange(status, _headers(pairs, _CLIENT_MASK), body, upstream, callouts)
+    return Exchange(status, _headers(pairs, _CLIENT_MASK), body, upstream, callouts, _headers(trailers, set()),
+                    _headers(up[0].trailers, set()) if up else [])
+
+
+class _TrailerResponse(http.client.HTTPResponse):
+    """A response that keeps a chunked body's trailers (`.trailers`), which http.client reads only to drop."""
+
+    trailers: HeaderList = []
+
+    def _read_and_discard_trailer(self) -> None:
+        self.trailers = list(http.client.parse_headers(self.fp).items())
 
 
 def _late_upstream(server: Any, before: int, wait: float = 0.05) -> None:

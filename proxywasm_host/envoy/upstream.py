@@ -7,6 +7,7 @@ for ``jwks_cluster``) can be registered per path.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ class FixedResponse:
     body: bytes = b""
     headers: dict[str, str] | list[tuple[str, str]] = field(default_factory=dict)  # pairs: a name may repeat
     delay: float = 0.0  # seconds to wait before answering (slow JWKS / callout targets)
+    trailers: list[tuple[str, str]] | None = None  # set: the body goes chunked, these trailers after it
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ReceivedRequest:
     path: str
     headers: list[tuple[str, str]]  # lower-cased names, wire order
     body: bytes
+    trailers: list[tuple[str, str]] = field(default_factory=list)  # a chunked body's trailers, lower-cased names
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,29 +48,30 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> tuple[bytes, list[tuple[str, str]]]:
+        """The body and, when it came chunked, its trailers."""
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
             parts = []
             while True:
                 size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(parts)
+                    trailers = http.client.parse_headers(self.rfile)
+                    return b"".join(parts), [(k.lower(), v) for k, v in trailers.items()]
                 parts.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
-        return self.rfile.read(length) if length else b""
+        return (self.rfile.read(length) if length else b""), []
 
     def _handle(self) -> None:
-        body = self._read_body()
+        body, trailers = self._read_body()
         path_only = self.path.split("?", 1)[0]
         up = self.server.owner
         with up._lock:
             up.request_count += 1
             fixed = up._fixed.get(path_only, up.default_response)
             if up.received is not None:
-                up.received.append(ReceivedRequest(self.command, self.path, [(k.lower(), v) for k, v in self.headers.items()], body))
+                up.received.append(ReceivedRequest(self.command, self.path, [(k.lower(), v) for k, v in self.headers.items()], body,
+                                                   trailers))
         if fixed is not None:
             if fixed.delay:
                 time.sleep(fixed.delay)
@@ -93,13 +97,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response_only(status)
         for k, v in headers:
             self.send_header(k, v)
-        if "content-length" not in {k.lower() for k, _ in headers}:
-            self.send_header("content-length", str(len(payload)))
+        chunked = fixed is not None and fixed.trailers is not None
+        framing = ("transfer-encoding", "chunked") if chunked else ("content-length", str(len(payload)))
+        if framing[0] not in {k.lower() for k, _ in headers}:
+            self.send_header(*framing)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(payload)
+            self.wfile.write(_chunked(payload, fixed.trailers) if chunked and fixed is not None else payload)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+def _chunked(payload: bytes, trailers: list[tuple[str, str]]) -> bytes:
+    """The body as one chunk (none when empty), then the trailers (HTTP/1.1 chunked coding)."""
+    head = b"%x\r\n%s\r\n" % (len(payload), payload) if payload else b""
+    return head + b"0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in trailers).encode() + b"\r\n"
 
 
 class _Server(ThreadingHTTPServer):
@@ -125,9 +137,10 @@ class EchoUpstream:
     def set_response(
         self, path: str, body: bytes | str | dict[str, Any], status: int = 200,
         headers: dict[str, str] | list[tuple[str, str]] | None = None, delay: float = 0.0,
+        trailers: list[tuple[str, str]] | None = None,
     ) -> None:
         """Serve ``body`` for ``path`` from now on (dicts are sent as JSON); ``headers`` as pairs may
-        repeat a name."""
+        repeat a name; with ``trailers`` the body goes chunked, followed by them."""
         hdrs = list((headers or {}).items()) if isinstance(headers, dict) or headers is None else list(headers)
         if isinstance(body, dict):
             body = json.dumps(body).encode()
@@ -136,7 +149,7 @@ class EchoUpstream:
         elif isinstance(body, str):
             body = body.encode()
         with self._lock:
-            self._fixed[path] = FixedResponse(status, body, hdrs, delay)
+            self._fixed[path] = FixedResponse(status, body, hdrs, delay, trailers)
 
     def start(self) -> "EchoUpstream":
         if self._thread is None:
