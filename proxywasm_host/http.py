@@ -253,11 +253,12 @@ class _Direction:
 
     def _discarded(self, what: str) -> bool:
         """True when Envoy would drop this data: the filter already answered locally,
-        reset the stream or failed. Sending past end_of_stream is a test error."""
-        if self.headers is None:
-            raise StreamStateError(f"send the {self.kind} headers before the {self.kind} {what}")
+        reset the stream or failed (or the codec refused the request). Sending past end_of_stream
+        is a test error."""
         if self.iteration == "done":
             return True
+        if self.headers is None:
+            raise StreamStateError(f"send the {self.kind} headers before the {self.kind} {what}")
         if self.out.complete:
             raise StreamStateError(f"the {self.kind} has already ended; no more {what} can be sent")
         return False
@@ -287,6 +288,7 @@ class HttpStream(Context):
         self.downstream_response = Message()
         self.local_reply: LocalReply | None = None
         self.reset_details: str | None = None
+        self.response_flags = 0  # Envoy's StreamInfo response flags (response.flags)
         self.grpc_request = False
         self.trap: GuestTrap | None = None
         self.completed = False
@@ -308,6 +310,9 @@ class HttpStream(Context):
     def send_request_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
         hm = HeaderMap.from_input(headers, "send_request_headers")
         check_type(end_of_stream, (bool,), "send_request_headers: end_of_stream", "bool")
+        refusal = _codec_refusal(hm) if self.plugin.host.connection_manager_defaults else None
+        if refusal is not None:
+            return self._codec_error(refusal)
         self.plugin.host.apply_connection_manager_defaults(hm)
         self.request.end_seen = end_of_stream  # a fail-closed answer depends on it (connection: close)
         self.grpc_request = _is_grpc(hm)  # local replies to it are gRPC answers
@@ -400,6 +405,20 @@ class HttpStream(Context):
                 return "failed"
         self._ensure_created()
         return "run"
+
+    def _codec_error(self, details: str) -> PhaseResult:
+        """Envoy's HTTP/1.1 codec refused the request, so the connection manager never had its
+        headers (measured on 1.40): it answers 400 "Bad Request" with `details` and closes the
+        connection; the filter's context is created, but of its callbacks only on_log (which finds
+        no request headers, the reply's headers and the DownstreamProtocolError flag), on_done and
+        on_delete run. What the client sends after is dropped."""
+        if self.worker.vm.failed is None:
+            self._ensure_created()
+        self.request.end()
+        self.response_flags |= _DOWNSTREAM_PROTOCOL_ERROR
+        self._direct_reply(LocalReply(400, b"Bad Request", [], details))
+        self.response.headers = HeaderMap.from_input(self.downstream_response.headers.items(), "codec error")
+        return PhaseResult("proxy_on_request_headers", None, NOT_CALLED)
 
     def _skipped(self, callback: str, hm: HeaderMap, eos: bool) -> PhaseResult:
         self.request.headers = hm
@@ -616,7 +635,7 @@ class HttpStream(Context):
         resp, trailers = self.response.headers, self.response.trailers  # Envoy counts both in total_size (measured)
         sent = self.downstream_response.body_size
         # answered in every phase (trailers: an empty map until there are some)
-        response: dict[str, Any] = {"size": sent, "total_size": sent, "flags": 0, "trailers": {}}
+        response: dict[str, Any] = {"size": sent, "total_size": sent, "flags": self.response_flags, "trailers": {}}
         if resp is not None:
             code = resp.get(b":status")
             status = int(code) if code and code.isdigit() else 0
@@ -651,6 +670,22 @@ _REQUEST_MAPS = (_REQUEST_HEADERS, _REQUEST_TRAILERS)
 #: the bytes of the date and server headers Envoy's codec adds to a response after the filters,
 #: counted in response.total_size once the response went out (an HTTP date is 29 characters)
 _CODEC_ADDED_BYTES = len("date") + len("Mon, 30 Nov 2026 17:45:52 GMT") + len("server") + len("envoy")
+
+
+#: Envoy's StreamInfo response flag DownstreamProtocolError (1 << 18), set when its codec refuses a request
+_DOWNSTREAM_PROTOCOL_ERROR = 1 << 18
+
+
+def _codec_refusal(headers: HeaderMap) -> str | None:
+    """The details of the 400 Envoy's HTTP/1.1 codec answers (measured on 1.40) to a request whose
+    length it cannot trust: content-length repeated (same value or not) or not a plain number, or
+    content-length with a chunked transfer-encoding. None: the codec takes the request."""
+    lengths = [v for k, v in headers.pairs if k == b"content-length"]
+    if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+        return "http1.codec_error"
+    if lengths and b"chunked" in (headers.get(b"transfer-encoding") or b"").lower():
+        return "http1.content_length_and_chunked_not_allowed"
+    return None
 
 
 def _byte_size(headers: HeaderMap) -> int:

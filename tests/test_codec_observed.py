@@ -45,3 +45,54 @@ def test_response_total_size_counts_the_trailers():
     plugin = Host().load_plugin(build({"proxy_on_log": TOTAL_SIZE}, {"total": "response\0total_size"}))
     chunked_response(plugin)
     assert records(plugin.workers[0].vm) == [WasmResult.OK, 123]
+
+
+#: on_log logs response.code_details, records what the request header map answers, then
+#: response.flags and response.total_size
+ON_LOG = ("(call $rec (call $proxy_get_property {details} (i32.const 0x100) (i32.const 0x104)))"
+          " (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))"
+          " (call $rec (call $proxy_get_header_map_value (i32.const 0) {path} (i32.const 0x100) (i32.const 0x104)))"
+          " (call $rec (call $proxy_get_header_map_size (i32.const 0) (i32.const 0x100)))"
+          + TOTAL_SIZE.replace("{total}", "{flags}") + " " + TOTAL_SIZE)
+CODEC_PROBE = {"proxy_on_request_headers": "(drop (call $proxy_log (i32.const 2) {seen})) (i32.const 0)",
+               "proxy_on_response_headers": "(drop (call $proxy_log (i32.const 2) {seen})) (i32.const 0)",
+               "proxy_on_log": ON_LOG}
+CODEC_STRINGS = {"seen": "a filter callback ran", "details": "response\0code_details", "path": ":path",
+                 "flags": "response\0flags", "total": "response\0total_size"}
+
+
+@pytest.mark.parametrize("framing,details", [
+    ([("content-length", "3"), ("content-length", "3")], "http1.codec_error"),
+    ([("content-length", "3"), ("Content-Length", "4")], "http1.codec_error"),
+    ([("content-length", "3, 3")], "http1.codec_error"),
+    ([("content-length", "+3")], "http1.codec_error"),
+    ([("content-length", "3"), ("transfer-encoding", "chunked")], "http1.content_length_and_chunked_not_allowed"),
+], ids=["repeated", "repeated-differing", "list", "signed", "with-chunked"])
+def test_codec_refuses_a_request_length_it_cannot_trust(framing, details):
+    """Envoy's HTTP/1.1 codec answers 400 before the connection manager has the request headers:
+    no request or response callback runs, on_log finds no request headers (NotFound, then
+    BadArgument for the map's size) and reads the details, the DownstreamProtocolError flag
+    (1 << 18) and a total_size of 118 (the reply's 11 bytes, its headers and date and server, as
+    Envoy measured); the connection closes."""
+    plugin = Host().load_plugin(build(CODEC_PROBE, CODEC_STRINGS))
+    s = plugin.http_stream()
+    result = s.send_request_headers([(":method", "POST"), (":path", "/"), (":authority", "a"), *framing])
+    s.send_request_body(b"abc", end_of_stream=True)  # the codec reads no further: dropped
+    s.complete()
+    assert result.callback == "proxy_on_request_headers" and result.status == "NotCalled"
+    assert s.local_reply.status_code == 400 and s.local_reply.details == details
+    assert list(s.downstream_response.headers.items()) == [
+        (":status", "400"), ("content-length", "11"), ("content-type", "text/plain"), ("connection", "close")]
+    assert s.downstream_response.body == b"Bad Request" and s.upstream_request.headers is None
+    assert [r.message for r in s.logs] == [details]
+    assert records(plugin.workers[0].vm) == [WasmResult.OK, WasmResult.NOT_FOUND, WasmResult.BAD_ARGUMENT,
+                                             WasmResult.OK, 1 << 18, WasmResult.OK, 118]
+
+
+def test_one_plain_content_length_is_taken():
+    plugin = Host().load_plugin(build(CODEC_PROBE, CODEC_STRINGS))
+    s = plugin.http_stream()
+    s.send_request_headers({":method": "POST", ":path": "/", ":authority": "a", "content-length": "3"})
+    s.send_request_body(b"abc", end_of_stream=True)
+    assert s.local_reply is None and s.upstream_request.body == b"abc"
+    assert [r.message for r in s.logs] == ["a filter callback ran"]
