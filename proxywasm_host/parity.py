@@ -613,11 +613,18 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
         traps.extend([s.trap.callback] if s.trap is not None else [])
     client = dict(response).get(":status")
     status = int(client) if client else 0
-    upstream_trailers = last.upstream_request.trailers if upstream is not None else None
-    return Exchange(status, _headers(_framed(response, bool(body or trailers or chunked)), _CLIENT_MASK), body,
-                    _upstream_view(upstream),
-                    sorted(callouts, key=lambda c: c[0]), _headers(trailers, set()),
-                    _headers(upstream_trailers.items() if upstream_trailers is not None else [], set()))
+    client_headers = _framed(response, bool(body or trailers or chunked))
+    up_view, up_trailers = _upstream_view(upstream), last.upstream_request.trailers
+    return Exchange(status, _headers(client_headers, _CLIENT_MASK), body, up_view, sorted(callouts, key=lambda c: c[0]),
+                    _sent_trailers(client_headers, trailers),
+                    _sent_trailers(up_view[0], up_trailers.items()) if up_view and up_trailers is not None else [])
+
+
+def _sent_trailers(framed: HeaderList, trailers: Any) -> HeaderList:
+    """The trailers Envoy's HTTP/1.1 codec sends: only after a chunked body (measured: those a
+    filter adds to a message framed by its content-length are dropped)."""
+    chunked = any(k.lower() == "transfer-encoding" and "chunked" in v.lower() for k, v in framed)
+    return _headers(trailers, set()) if chunked else []
 
 
 def _message(out: Any) -> tuple[HeaderList, bytes, HeaderList]:
