@@ -213,3 +213,21 @@ def test_buffer_limit_answers_per_direction():
     s.send_response_body(b"y" * 33, end_of_stream=False)
     assert s.local_reply is None and s.downstream_response.reset and s.reset_details == "response_payload_too_large"
     assert s.downstream_response.headers[":status"] == "200"  # the headers had gone out; the body is cut
+
+
+def test_fd_write_checks_every_buffer_even_past_the_copied_line():
+    """Each iovec's buffer must lie in linear memory (else EFAULT), also one past the 1 MiB the
+    host copies for a line; a zero-size iovec is not checked (cpp-host skips it), wherever it points."""
+    iovec = "(i32.store (i32.const {at}) (i32.const {ptr})) (i32.store (i32.const {at4}) (i32.const {size}))"
+    vectors = [(0x8000, 0x100, 0x200000),  # 2 MiB: more than a line
+               (0x8008, 0xFFFFFFF0, 0),  # zero size: not checked
+               (0x8010, 0x100, 0x10)]
+    fill = " ".join(iovec.format(at=at, at4=at + 4, ptr=ptr, size=size) for at, ptr, size in vectors)
+    write = "(call $rec (call $wasi_snapshot_preview1.fd_write (i32.const 1) (i32.const 0x8000) (i32.const {n}) (i32.const 0x100)))"
+    cb = ("(drop (memory.grow (i32.const 40))) " + fill + " " + write.format(n=3)
+          + " (i32.store (i32.const 0x8014) (i32.const 0x7FFFFFFF)) " + write.format(n=3) + " (i32.const 0)")
+    plugin = Host().load_plugin(build({"proxy_on_request_headers": cb},
+                                      imports={"wasi_snapshot_preview1.fd_write": "(param i32 i32 i32 i32) (result i32)"}))
+    plugin.http_stream().send_request_headers(REQ)
+    assert records(plugin.workers[0].vm) == [0, 21]  # then the third buffer's end lies past memory: EFAULT
+    assert len(plugin.logs) == 1 and "bytes cut by proxywasm-host" in plugin.logs[0].message

@@ -32,14 +32,16 @@ IOV_MAX = 1 << 16
 
 def _gather(vm, iovs: int, iovs_len: int) -> tuple[bytearray, int]:
     """The bytes to log (at most LINE_LIMIT + 1 of them are copied) and the total length."""
-    out, total = bytearray(), 0
-    for ptr, size in struct.iter_unpack("<II", vm.memory.read(iovs, 8 * iovs_len)):
-        wanted = min(size, max(LINE_LIMIT + 1 - len(out), 0))
-        if size > wanted:
-            vm.memory.read(ptr + size - 1, 1)  # each buffer must lie in memory, even the part not copied
-        out += vm.memory.read(ptr, wanted)
-        total += size
-    return out, total
+    vectors = list(struct.iter_unpack("<II", vm.memory.read(iovs, 8 * iovs_len)))
+    end = max((ptr + size for ptr, size in vectors if size), default=0)
+    if end:
+        vm.memory.read(end - 1, 1)  # every buffer must lie in memory, even the parts not copied
+    out = bytearray()
+    for ptr, size in vectors:
+        if len(out) > LINE_LIMIT:
+            break
+        out += vm.memory.read(ptr, min(size, LINE_LIMIT + 1 - len(out)))
+    return out, sum(size for _, size in vectors)
 
 
 def _write_stdio(vm, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int:
