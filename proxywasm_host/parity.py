@@ -4,9 +4,9 @@ observation. Envoy is the ground truth; every difference names the observation a
     report = run_parity(Scenario([Filter("my_filter.wasm", configuration="...")]))
     assert report.identical, report.text()
 
-What is compared, per request: the status, the headers and body the client got, the headers and
-body the upstream got (or that the request never reached it), the HTTP callouts made (cluster,
-method, path, headers, body); per connection of a network filter: the bytes each side received and
+What is compared, per request: the status, the headers, body and trailers the client got, the
+headers, body and trailers the upstream got (or that the request never reached it), the HTTP
+callouts made (cluster, method, path, headers, body); per connection of a network filter: the bytes each side received and
 who closed. Over the whole run: whether each side loaded the filters, every filter log line per
 Envoy log prefix in time order with its level, the wasmcustom counters and gauges, the callbacks
 that trapped, and the worker's callbacks and non-zero hostcall results from both traces, per context.
@@ -21,7 +21,8 @@ the same logs, metrics, traps and trace as for HTTP.
 
 The host runs with `Host(extra_vms=True)` so that what on_vm_start/on_configure log or count
 matches Envoy's canary and main-thread VMs, and is driven as Envoy's HTTP/1.1 codec drives a
-filter: a body arrives as data, then an empty end of stream (or the trailers).
+filter: a body arrives as data, then an empty end of stream (or the trailers); a chunked response
+never ends at its headers, and trailers go out only after a chunked body.
 """
 from __future__ import annotations
 
