@@ -42,7 +42,8 @@ def envoy_up(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[dict[str, str]
     module.write_bytes(version_filter("v1"))
     proc = subprocess.Popen(
         [sys.executable, "-u", "-m", "proxywasm_host", "envoy", "up", "--filter", f"demo={module}:first", "--port", "0",
-         "--watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env, cwd=tmp_path)
+         "--watch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env, cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C works in a backgrounded run too
     printed: dict[str, str] = {"module": str(module)}
     try:
         deadline = time.monotonic() + 60
