@@ -693,10 +693,10 @@ def _byte_size(headers: HeaderMap) -> int:
     return sum(len(k) + len(v) for k, v in headers.pairs)
 
 
-#: Envoy's Grpc::Utility::httpToGrpcStatus, for responses without a grpc-status.
 #: what the connection manager removes from a response on its way to the client (measured on 1.40; the
 #: HTTP/1.1 codec then frames the body itself: transfer-encoding comes back last, after date and server)
 _HOP_BY_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"upgrade", b"transfer-encoding"})
+#: Envoy's Grpc::Utility::httpToGrpcStatus, for responses without a grpc-status.
 _HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 
 
