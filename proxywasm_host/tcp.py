@@ -30,8 +30,10 @@ class TcpStream(Context):
         self.closed: str | None = None  # why the connection ended
         self.trap: GuestTrap | None = None
         self._upstream_talked = False
-        self._read_buffer = bytearray()  # held while the filter stops reading
-        self._read_stopped = False
+        self._read_buffer = bytearray()  # the client's bytes the filter holds (StopIteration)
+        self._write_buffer = bytearray()  # the upstream's bytes the filter holds
+        self._reading = True  # False after on_new_connection stopped, until the filter continues
+        self._read_eos = False  # the client ended while nothing was read
         self._current: tuple[int, Buffer] | None = None
         self.created = False
         self.completed = False
@@ -45,21 +47,24 @@ class TcpStream(Context):
     # -- test API ------------------------------------------------------------------
 
     def connect(self) -> str:
-        """proxy_on_new_connection: returns "Continue" or "StopIteration"."""
+        """proxy_on_new_connection: returns "Continue" or "StopIteration". After StopIteration
+        Envoy 1.40 reads nothing from the client (no data callback, its end of stream held) until
+        the filter continues (measured)."""
         if self.created:
             raise StreamStateError("the connection is already open")
         if self.vm.failed is not None:
             if self.plugin.failure_policy == "fail_open":  # the bytes go through untouched, no callbacks
                 self.passthrough = True
                 return "Continue"
-            return self._fail("the VM failed earlier")
+            self.closed = "closed after a failure: the VM failed earlier"  # Envoy 1.40 closes it, no reset
+            return "StopIteration"
         self.created = True
         self.id = self.state.alloc_id()
         self.state.contexts[self.id] = self
         self._call("proxy_on_context_create", self.root_ctx.id)
         raw = self._call("proxy_on_new_connection")
         if raw or self.closed is not None:
-            self._read_stopped = True
+            self._reading = False
             return "StopIteration"
         return "Continue"
 
@@ -73,18 +78,23 @@ class TcpStream(Context):
             self.upstream_received += data
             return "Continue"
         self._read_buffer += data
-        self._read_stopped = True  # pending until the filter lets it through
+        if not self._reading:
+            self._read_eos = self._read_eos or end_of_stream
+            return "StopIteration"
+        return self._read(end_of_stream)
+
+    def _read(self, end_of_stream: bool) -> str:
         raw = self._on_data(BufferType.DOWNSTREAM_DATA, "proxy_on_downstream_data", self._read_buffer, end_of_stream)
         if raw == 0 and self.closed is None:
             self.upstream_received += self._read_buffer
             self._read_buffer = bytearray()
-            self._read_stopped = False
             return "Continue"
-        self._read_stopped = True
         return "StopIteration"
 
     def send_upstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
-        """Bytes from the upstream (proxy_on_upstream_data)."""
+        """Bytes from the upstream (proxy_on_upstream_data). While the filter stops them, Envoy
+        keeps them in the upstream connection's read buffer: the next call sees them again with
+        what came since (measured on 1.40; proxy_continue_stream(UPSTREAM) is Unimplemented)."""
         data = as_bytes(data, "send_upstream_data: data")
         check_type(end_of_stream, (bool,), "send_upstream_data: end_of_stream", "bool")
         self._check_open()
@@ -92,10 +102,11 @@ class TcpStream(Context):
         if self.passthrough:
             self.downstream_received += data
             return "Continue"
-        buf = bytearray(data)
-        raw = self._on_data(BufferType.UPSTREAM_DATA, "proxy_on_upstream_data", buf, end_of_stream)
+        self._write_buffer += data
+        raw = self._on_data(BufferType.UPSTREAM_DATA, "proxy_on_upstream_data", self._write_buffer, end_of_stream)
         if raw == 0 and self.closed is None:
-            self.downstream_received += buf
+            self.downstream_received += self._write_buffer
+            self._write_buffer = bytearray()
         if end_of_stream and self.closed is None:
             # Envoy synthesizes an upstream close event when the upstream ends its stream
             self._call("proxy_on_upstream_connection_close", PeerType.UNKNOWN)
@@ -132,11 +143,18 @@ class TcpStream(Context):
         return attrs
 
     def resume_reading(self) -> None:
-        """proxy_continue_stream(DOWNSTREAM): Envoy's continueReading."""
-        if self._read_stopped and self.closed is None:
-            self.upstream_received += self._read_buffer  # may run inside the data callback
-            self._read_buffer = bytearray()
-            self._read_stopped = False
+        """proxy_continue_stream(DOWNSTREAM): Envoy's continueReading. Stopped in on_new_connection,
+        the filter then sees what the client sent meanwhile in one data callback (measured on
+        1.40); stopped in a data callback, what it held goes upstream."""
+        if self.closed is not None:
+            return
+        if not self._reading:
+            self._reading = True
+            if self._read_buffer or self._read_eos:
+                self._read(self._read_eos)
+            return
+        self.upstream_received += self._read_buffer  # may run inside the data callback
+        self._read_buffer = bytearray()
 
     def close_connection(self, peer: str = "downstream") -> None:
         """proxy_close_stream(DOWNSTREAM|UPSTREAM), run after the callback returns: Envoy closes
@@ -174,12 +192,6 @@ class TcpStream(Context):
             if self.plugin.raise_on_trap:
                 raise
             return None
-
-    def _fail(self, why: str) -> str:
-        if self.plugin.failure_policy == "fail_open":
-            return "Continue"
-        self.closed = f"closed after a failure: {why}"  # Envoy 1.40 closes it (fail closed), no reset
-        return "StopIteration"
 
     def _check_open(self) -> None:
         if not self.created and not self.passthrough:
