@@ -36,23 +36,47 @@ def test_data_before_connect_opens_the_connection_first() -> None:
                                      "proxy_on_downstream_data(2, 2, 0)"]
 
 
-def test_continue_after_a_stop_in_on_new_connection_delivers_what_the_client_sent() -> None:
-    """Measured on 1.40 with a root tick that continues the connection after the client sent "ab",
-    "cd" and its end of stream: one on_downstream_data(4, end_of_stream 1), then everything goes
-    upstream; the tick's proxy_set_effective_context to the open connection answers Ok."""
+def _stopped_on_new_connection():
     host, plugin = _traced(build({
         "proxy_on_new_connection": f"{SAVE_CTX} (i32.const 1)", "proxy_on_tick": TICK,
         "proxy_on_downstream_data": "(i32.const 0)"}))
     conn = plugin.tcp_stream()
     assert conn.connect() == "StopIteration"
-    for chunk, eos in ((b"ab", False), (b"cd", False), (b"", True)):
-        assert conn.send_downstream_data(chunk, end_of_stream=eos) == "StopIteration"
-    assert conn.upstream_received == b""
+    return host, plugin, conn
+
+
+def _tick(plugin) -> None:
     root = plugin.workers[0].root
     root.invoke("proxy_on_tick", root.id)
+
+
+@pytest.mark.parametrize("eos", [True, False], ids=["client ended", "client still sending"])
+def test_continue_after_a_stop_in_on_new_connection_delivers_what_the_client_sent(eos: bool) -> None:
+    """Measured on 1.40 with a root tick that continues the connection after the client sent "ab",
+    "cd" (and its end of stream): one on_downstream_data with all 4 bytes (and the end of stream),
+    then everything goes upstream; the tick's proxy_set_effective_context to the open connection
+    answers Ok. From then on the filter reads each chunk as it comes."""
+    host, plugin, conn = _stopped_on_new_connection()
+    for chunk in (b"ab", b"cd"):
+        assert conn.send_downstream_data(chunk) == "StopIteration"
+    if eos:
+        assert conn.send_downstream_data(b"", end_of_stream=True) == "StopIteration"
+    assert conn.upstream_received == b""
+    _tick(plugin)
     assert records(conn.vm) == [0]
-    assert _callbacks(host)[-2:] == ["proxy_on_tick(1)", "proxy_on_downstream_data(2, 4, 1)"]
+    assert _callbacks(host)[-2:] == ["proxy_on_tick(1)", f"proxy_on_downstream_data(2, 4, {int(eos)})"]
     assert conn.upstream_received == b"abcd"
+    if not eos:
+        assert conn.send_downstream_data(b"ef") == "Continue"
+        assert _callbacks(host)[-1] == "proxy_on_downstream_data(2, 2, 0)"
+        assert conn.upstream_received == b"abcdef"
+
+
+def test_continue_before_the_client_sent_anything_calls_nothing_until_it_does() -> None:
+    host, plugin, conn = _stopped_on_new_connection()
+    _tick(plugin)
+    assert _callbacks(host)[-1] == "proxy_on_tick(1)"
+    assert conn.send_downstream_data(b"ab") == "Continue" and conn.upstream_received == b"ab"
 
 
 def test_a_closed_connection_is_no_context_any_more() -> None:
@@ -83,7 +107,7 @@ def test_teardown_runs_once_in_tcp_order() -> None:
 
 
 def test_a_connection_never_opened_runs_no_callback() -> None:
-    host, plugin = _traced(build({"proxy_on_done": "(i32.const 1)"}))
+    host, plugin = _traced(build({"proxy_on_downstream_connection_close": "", "proxy_on_done": "(i32.const 1)"}))
     calls = len(host.trace)
     conn = plugin.tcp_stream()
     conn.close()
