@@ -1,0 +1,48 @@
+"""WAT HTTP filters that probe how Envoy 1.40 runs body callbacks: each body status a filter can
+return, a continue from inside a body callback, and what the next hop then receives. The same
+scenarios run in the host (tests/test_body_phases.py) and in Envoy through parity
+(integration/test_envoy_body_phases.py)."""
+from __future__ import annotations
+
+from proxywasm_host.parity import Filter, Request, Scenario
+from watgen import build
+
+#: the last byte of the body the callback sees
+LAST = ("(drop (call $proxy_get_buffer_bytes (i32.const {buffer}) (i32.sub (local.get $size) (i32.const 1))"
+        " (i32.const 1) (i32.const 0x100) (i32.const 0x104))) (i32.load8_u (i32.load (i32.const 0x100)))")
+
+
+def _by_last_byte(buffer: int, direction: int) -> str:
+    """A body callback that logs the body it sees and answers by its last byte: "b"
+    StopIterationAndBuffer (1), "w" StopIterationAndWatermark (2), "n" StopIterationNoBuffer (3),
+    "x" an unknown 7, "c" a continue from inside the callback that then returns 1; anything
+    else, and the end of stream, Continue."""
+    last = LAST.format(buffer=buffer)
+    answers = " ".join(f"(if (i32.eq (local.get 3) (i32.const {ord(k)})) (then (return (i32.const {v}))))"
+                       for k, v in (("b", 1), ("w", 2), ("n", 3), ("x", 7)))
+    return f"""
+    (local i32)
+    (if (i32.or (local.get $eos) (i32.eqz (local.get $size))) (then (return (i32.const 0))))
+    (drop (call $proxy_get_buffer_bytes (i32.const {buffer}) (i32.const 0) (local.get $size) (i32.const 0x100) (i32.const 0x104)))
+    (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))
+    (local.set 3 {last})
+    {answers}
+    (if (i32.eq (local.get 3) (i32.const 99))
+      (then (drop (call $proxy_continue_stream (i32.const {direction}))) (return (i32.const 1))))
+    (i32.const 0)"""
+
+
+def body_status() -> bytes:
+    return build({"proxy_on_request_body": _by_last_byte(0, 0), "proxy_on_response_body": _by_last_byte(1, 1)})
+
+
+def body_scenarios() -> dict[str, Scenario]:
+    post = "POST"
+    return {
+        "request_body_statuses": Scenario([Filter(body_status(), name="b")], [
+            Request(post, "/buffer", body=["ab", "cb", "dd"]),
+            Request(post, "/nobuffer", body=["an", "bd"]),
+            Request(post, "/continue", body=["ac", "e"]),
+            Request(post, "/unknown", body=["ax", "y"]),
+        ]),
+    }

@@ -1,0 +1,43 @@
+"""Request body callbacks pinned in the host with the probe of tests/body_probes.py: what the
+filter sees and what the upstream receives for each body status, as Envoy 1.40 did with the same
+module and client (integration/test_envoy_body_phases.py runs it through parity)."""
+from __future__ import annotations
+
+from body_probes import body_scenarios, body_status
+from proxywasm_host import Host
+from proxywasm_host.parity import run_host
+
+POST = {":method": "POST", ":path": "/", ":authority": "a"}
+
+
+def test_what_each_body_status_lets_through() -> None:
+    """StopIterationAndBuffer: the next callback sees everything held plus the new chunk, and
+    Continue forwards it all; StopIterationNoBuffer, and an unknown 7 like it, drops what the
+    callback saw; a continue from inside a body callback that then stops changes nothing (the
+    next callback still sees the held bytes). The end of stream comes as an empty last callback."""
+    side = run_host(body_scenarios()["request_body_statuses"])
+    assert [(e.status, e.upstream[1] if e.upstream else None) for e in side.exchanges] == [
+        (200, b"abcbdd"), (200, b"bd"), (200, b"ace"), (200, b"y")]
+    seen = [m for _, m in side.logs["'wasm log b:'"]]
+    assert seen == ["ab", "abcb", "abcbdd", "ok", "an", "bd", "ok", "ac", "ace", "ok", "ax", "y", "ok"]
+    requests = [c for c in side.callbacks if c.startswith("proxy_on_request_body")]
+    assert requests == [
+        "proxy_on_request_body(2, 2, 0)", "proxy_on_request_body(2, 4, 0)", "proxy_on_request_body(2, 6, 0)",
+        "proxy_on_request_body(2, 0, 1)",
+        "proxy_on_request_body(3, 2, 0)", "proxy_on_request_body(3, 2, 0)", "proxy_on_request_body(3, 0, 1)",
+        "proxy_on_request_body(4, 2, 0)", "proxy_on_request_body(4, 3, 0)", "proxy_on_request_body(4, 0, 1)",
+        "proxy_on_request_body(5, 2, 0)", "proxy_on_request_body(5, 1, 0)", "proxy_on_request_body(5, 0, 1)"]
+
+
+def test_each_raw_body_answer_as_envoys_filter_status() -> None:
+    """The status the host reports per raw return (cpp-host's conversion; what each does to the
+    flow is what the scenario above measured): 3 and anything above drop the chunk, 1 buffers it,
+    0 lets through what was held and the chunk."""
+    s = Host().load_plugin(body_status()).http_stream()
+    s.send_request_headers(POST)
+    answers = [(chunk, s.send_request_body(chunk, end_of_stream=False)) for chunk in (b"cn", b"dx", b"ab", b"ee")]
+    assert [(c, r.action, r.status) for c, r in answers] == [
+        (b"cn", 3, "StopIterationNoBuffer"), (b"dx", 7, "StopIterationNoBuffer"),
+        (b"ab", 1, "StopIterationAndBuffer"), (b"ee", 0, "Continue")]
+    assert s.upstream_request.body == b"abee"
+    assert s.send_request_body(b"", end_of_stream=True).status == "Continue" and s.upstream_request.complete
