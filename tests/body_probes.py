@@ -43,6 +43,7 @@ def body_scenarios() -> dict[str, Scenario]:
             Request(post, "/buffer", body=["ab", "cb", "dd"]),
             Request(post, "/nobuffer", body=["an", "bd"]),
             Request(post, "/continue", body=["ac", "e"]),
+            Request(post, "/rebuffer", body=["ab", "cc", "e"]),
             Request(post, "/unknown", body=["ax", "y"]),
         ]),
     }

@@ -3,9 +3,14 @@ filter sees and what the upstream receives for each body status, as Envoy 1.40 d
 module and client (integration/test_envoy_body_phases.py runs it through parity)."""
 from __future__ import annotations
 
+import pytest
+
 from body_probes import body_scenarios, body_status
-from proxywasm_host import Host
+from probe_filters import local_reply
+from proxywasm_host import Host, StreamStateError
+from proxywasm_host.http import PhaseResult
 from proxywasm_host.parity import run_host
+from watgen import build
 
 POST = {":method": "POST", ":path": "/", ":authority": "a"}
 
@@ -13,20 +18,24 @@ POST = {":method": "POST", ":path": "/", ":authority": "a"}
 def test_what_each_body_status_lets_through() -> None:
     """StopIterationAndBuffer: the next callback sees everything held plus the new chunk, and
     Continue forwards it all; StopIterationNoBuffer, and an unknown 7 like it, drops what the
-    callback saw; a continue from inside a body callback that then stops changes nothing (the
-    next callback still sees the held bytes). The end of stream comes as an empty last callback."""
+    callback saw; a continue from inside the first body callback that stops changes nothing (the
+    next callback still sees the held bytes), one from a callback after a StopIterationAndBuffer
+    lets through what it saw (the next callback sees only its chunk). The end of stream comes as an
+    empty last callback."""
     side = run_host(body_scenarios()["request_body_statuses"])
     assert [(e.status, e.upstream[1] if e.upstream else None) for e in side.exchanges] == [
-        (200, b"abcbdd"), (200, b"bd"), (200, b"ace"), (200, b"y")]
+        (200, b"abcbdd"), (200, b"bd"), (200, b"ace"), (200, b"abcce"), (200, b"y")]
     seen = [m for _, m in side.logs["'wasm log b:'"]]
-    assert seen == ["ab", "abcb", "abcbdd", "ok", "an", "bd", "ok", "ac", "ace", "ok", "ax", "y", "ok"]
+    assert seen == ["ab", "abcb", "abcbdd", "ok", "an", "bd", "ok", "ac", "ace", "ok", "ab", "abcc", "e", "ok", "ax", "y", "ok"]
     requests = [c for c in side.callbacks if c.startswith("proxy_on_request_body")]
     assert requests == [
         "proxy_on_request_body(2, 2, 0)", "proxy_on_request_body(2, 4, 0)", "proxy_on_request_body(2, 6, 0)",
         "proxy_on_request_body(2, 0, 1)",
         "proxy_on_request_body(3, 2, 0)", "proxy_on_request_body(3, 2, 0)", "proxy_on_request_body(3, 0, 1)",
         "proxy_on_request_body(4, 2, 0)", "proxy_on_request_body(4, 3, 0)", "proxy_on_request_body(4, 0, 1)",
-        "proxy_on_request_body(5, 2, 0)", "proxy_on_request_body(5, 1, 0)", "proxy_on_request_body(5, 0, 1)"]
+        "proxy_on_request_body(5, 2, 0)", "proxy_on_request_body(5, 4, 0)", "proxy_on_request_body(5, 1, 0)",
+        "proxy_on_request_body(5, 0, 1)",
+        "proxy_on_request_body(6, 2, 0)", "proxy_on_request_body(6, 1, 0)", "proxy_on_request_body(6, 0, 1)"]
 
 
 def test_each_raw_body_answer_as_envoys_filter_status() -> None:
@@ -41,3 +50,27 @@ def test_each_raw_body_answer_as_envoys_filter_status() -> None:
         (b"ab", 1, "StopIterationAndBuffer"), (b"ee", 0, "Continue")]
     assert s.upstream_request.body == b"abee"
     assert s.send_request_body(b"", end_of_stream=True).status == "Continue" and s.upstream_request.complete
+
+
+def test_body_results_name_their_callback_when_not_called() -> None:
+    """A body held while the headers are stopped, or dropped after a local reply, reports its
+    callback as NotCalled; a module without the callback lets the body through, NotCalled too."""
+    held = Host().load_plugin(build({"proxy_on_request_headers": "(i32.const 1)"})).http_stream()
+    held.send_request_headers(POST)
+    assert held.send_request_body(b"ab", end_of_stream=False) == PhaseResult("proxy_on_request_body", None, "NotCalled")
+    replied = Host().load_plugin(local_reply(403, [])).http_stream()
+    replied.send_request_headers(POST)
+    assert replied.send_request_body(b"ab") == PhaseResult("proxy_on_request_body", None, "NotCalled")
+    plain = Host().load_plugin(build({})).http_stream()
+    plain.send_request_headers(POST)
+    assert plain.send_request_body(b"ab") == PhaseResult("proxy_on_request_body", None, "NotCalled")
+    assert (plain.upstream_request.body, plain.upstream_request.complete) == (b"ab", True)
+
+
+def test_a_body_sent_out_of_order_names_the_problem() -> None:
+    s = Host().load_plugin(build({})).http_stream()
+    with pytest.raises(StreamStateError, match=r"^send the request headers before the request body$"):
+        s.send_request_body(b"x")
+    s.send_request_headers(POST, end_of_stream=True)
+    with pytest.raises(StreamStateError, match=r"^the request has already ended; no more body can be sent$"):
+        s.send_request_body(b"x")
