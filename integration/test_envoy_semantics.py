@@ -127,9 +127,14 @@ def response(sock: socket.socket) -> bytes:
 HEAD = b"POST /a HTTP/1.1\r\nhost: example.com\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
-def test_body_and_trailers_that_arrive_while_paused(paused_envoy) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("chunks", "body_callbacks", "body"), [
+    (b"6\r\npart1-\r\n5\r\npart2\r\n", ["proxy_on_request_body(2, 11, 0)"], b"part1-part2"),
+    (b"", [], b""),  # trailers alone: no body callback (tests/test_paused_trailers.py)
+], ids=["body and trailers", "trailers alone"])
+def test_body_and_trailers_that_arrive_while_paused(paused_envoy, chunks: bytes, body_callbacks: list[str],  # type: ignore[no-untyped-def]
+                                                    body: bytes) -> None:
     env, auth, up = paused_envoy
-    whole = HEAD + b"6\r\npart1-\r\n5\r\npart2\r\n0\r\nx-t: 1\r\n\r\n"
+    whole = HEAD + chunks + b"0\r\nx-t: 1\r\n\r\n"
     with socket.create_connection(("127.0.0.1", env.port)) as sock:
         sock.sendall(whole)
         wait_for("the whole request read while the callout waits", lambda: received_bytes(env) >= len(whole))
@@ -137,9 +142,9 @@ def test_body_and_trailers_that_arrive_while_paused(paused_envoy) -> None:  # ty
         assert response(sock).startswith(b"HTTP/1.1 200 OK")
     wait_for("the trailers callback", lambda: any("trailers" in c for c in stream_callbacks(env)))
     assert stream_callbacks(env) == ["proxy_on_context_create(2, 1)", "proxy_on_request_headers(2, 6, 0)",
-                                     "proxy_on_http_call_response(1, 4, 3, 2, 0)", "proxy_on_request_body(2, 11, 0)",
+                                     "proxy_on_http_call_response(1, 4, 3, 2, 0)", *body_callbacks,
                                      "proxy_on_request_trailers(2, 1)"]
-    assert up.received[-1].body == b"part1-part2"
+    assert up.received[-1].body == body
 
 
 def test_body_after_the_resume(paused_envoy) -> None:  # type: ignore[no-untyped-def]
