@@ -1,27 +1,32 @@
 """WAT HTTP filters that probe how Envoy 1.40 runs body callbacks: each body status a filter can
 return, a continue from inside a body callback, and what the next hop then receives. The same
 scenarios run in the host (tests/test_body_phases.py) and in Envoy through parity
-(integration/test_envoy_body_phases.py)."""
+(integration/test_envoy_probe_scenarios.py)."""
 from __future__ import annotations
 
-from proxywasm_host.parity import Filter, Request, Scenario
+from probe_filters import CALLOUT, CALLOUT_HEADERS, RESUME, SAVE_CTX
+from proxywasm_host.parity import Filter, Request, Response, Scenario
 from watgen import build
 
+#: logs the status of reading the request headers' size ("a" + WasmResult)
+HEADERS_STATUS = ("(i32.store8 (i32.const 0x2000) (i32.add (i32.const 97) (call $proxy_get_header_map_size (i32.const 0)"
+                  " (i32.const 0x110)))) (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 1)))")
 #: the last byte of the body the callback sees
 LAST = ("(drop (call $proxy_get_buffer_bytes (i32.const {buffer}) (i32.sub (local.get $size) (i32.const 1))"
         " (i32.const 1) (i32.const 0x100) (i32.const 0x104))) (i32.load8_u (i32.load (i32.const 0x100)))")
 
 
 def _by_last_byte(buffer: int, direction: int) -> str:
-    """A body callback that logs the body it sees and answers by its last byte: "b"
-    StopIterationAndBuffer (1), "w" StopIterationAndWatermark (2), "n" StopIterationNoBuffer (3),
-    "x" an unknown 7, "c" a continue from inside the callback that then returns 1; anything
-    else, and the end of stream, Continue."""
+    """A body callback that logs the status of reading the request headers and the body it sees,
+    and answers by its last byte: "b" StopIterationAndBuffer (1), "w" StopIterationAndWatermark (2),
+    "n" StopIterationNoBuffer (3), "x" an unknown 7, "c" a continue from inside the callback that
+    then returns 1; anything else, and the end of stream, Continue."""
     last = LAST.format(buffer=buffer)
     answers = " ".join(f"(if (i32.eq (local.get 3) (i32.const {ord(k)})) (then (return (i32.const {v}))))"
                        for k, v in (("b", 1), ("w", 2), ("n", 3), ("x", 7)))
     return f"""
     (local i32)
+    {HEADERS_STATUS}
     (if (i32.or (local.get $eos) (i32.eqz (local.get $size))) (then (return (i32.const 0))))
     (drop (call $proxy_get_buffer_bytes (i32.const {buffer}) (i32.const 0) (local.get $size) (i32.const 0x100) (i32.const 0x104)))
     (drop (call $proxy_log (i32.const 2) (i32.load (i32.const 0x100)) (i32.load (i32.const 0x104))))
@@ -36,6 +41,21 @@ def body_status() -> bytes:
     return build({"proxy_on_request_body": _by_last_byte(0, 0), "proxy_on_response_body": _by_last_byte(1, 1)})
 
 
+def wait_at_the_end() -> bytes:
+    """Buffers the request body (StopIterationAndBuffer) and, at its end, asks cluster "auth" and
+    stops (StopIterationAndBuffer); the trailers callback asks too and stops. The callout's answer
+    continues the request. Each body and trailers callback logs the status of reading the request
+    headers ("a" + WasmResult)."""
+    ask = f"(drop {CALLOUT}) {SAVE_CTX}"
+    return build({
+        "proxy_on_request_body": f"""{HEADERS_STATUS}
+    (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+    {ask} (i32.const 1)""",
+        "proxy_on_request_trailers": f"{HEADERS_STATUS} {ask} (i32.const 1)",
+        "proxy_on_http_call_response": RESUME,
+    }, {"auth": "auth", "callout": CALLOUT_HEADERS})
+
+
 def body_scenarios() -> dict[str, Scenario]:
     post = "POST"
     return {
@@ -46,4 +66,6 @@ def body_scenarios() -> dict[str, Scenario]:
             Request(post, "/rebuffer", body=["ab", "cc", "e"]),
             Request(post, "/unknown", body=["ax", "y"]),
         ]),
+        "wait_at_the_end": Scenario([Filter(wait_at_the_end(), name="w")], [
+            Request(post, "/buffer", body=["ab", "cd"]), Request(post, "/trailers", body=["ab"], trailers={"x-t": "1"})], callouts={"auth": Response()}),
     }

@@ -1,6 +1,6 @@
 """Small WAT network filters that probe one Envoy behaviour each. The same scenario runs in the
 host (tests/test_tcp_semantics.py) and in Envoy 1.40 through parity
-(integration/test_envoy_tcp_semantics.py), so what the host tests pin is what Envoy was seen to do."""
+(integration/test_envoy_probe_scenarios.py): what the host tests pin is what Envoy was seen to do."""
 from __future__ import annotations
 
 from probe_filters import _letters, probe_line

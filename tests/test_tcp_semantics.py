@@ -1,6 +1,6 @@
 """Network-filter semantics pinned in the host with the probe scenarios of tests/tcp_probes.py:
 each expected value is what Envoy 1.40 did with the same module and client (parity runs them in
-integration/test_envoy_tcp_semantics.py)."""
+integration/test_envoy_probe_scenarios.py)."""
 from __future__ import annotations
 
 from probe_filters import parse_probe_line
