@@ -83,14 +83,6 @@ class TcpStream(Context):
             return "StopIteration"
         return self._read(end_of_stream)
 
-    def _read(self, end_of_stream: bool) -> str:
-        raw = self._on_data(BufferType.DOWNSTREAM_DATA, "proxy_on_downstream_data", self._read_buffer, end_of_stream)
-        if raw == 0 and self.closed is None:
-            self.upstream_received += self._read_buffer
-            self._read_buffer = bytearray()
-            return "Continue"
-        return "StopIteration"
-
     def send_upstream_data(self, data: bytes, end_of_stream: bool = False) -> str:
         """Bytes from the upstream (proxy_on_upstream_data). While the filter stops them, Envoy
         keeps them in the upstream connection's read buffer: the next call sees them again with
@@ -168,6 +160,15 @@ class TcpStream(Context):
         if self._current is not None and self._current[0] == buffer_type:
             return self._current[1]
         return self.root_ctx.get_buffer(buffer_type)
+
+    def _read(self, end_of_stream: bool) -> str:
+        """proxy_on_downstream_data over everything held; what the filter lets through goes upstream."""
+        raw = self._on_data(BufferType.DOWNSTREAM_DATA, "proxy_on_downstream_data", self._read_buffer, end_of_stream)
+        if raw == 0 and self.closed is None:
+            self.upstream_received += self._read_buffer
+            self._read_buffer = bytearray()
+            return "Continue"
+        return "StopIteration"
 
     def _on_data(self, buffer_type: int, callback: str, data: bytearray, eos: bool) -> int:
         buf = Buffer(b"")
