@@ -1,4 +1,4 @@
-"""The behaviours tests/test_tcp_semantics.py, test_tcp_connection_lifecycle.py,
+"""The behaviours tests/test_tcp_semantics.py, test_tcp_connection_lifecycle.py, test_body_buffering.py,
 test_body_phases.py and test_grpc_local_reply.py pin in the host, measured in a real Envoy 1.40
 with the same probe modules through parity (network filters behind tcp_proxy to an echo upstream,
 HTTP filters in front of the router)."""
@@ -21,7 +21,8 @@ SOURCES: dict[str, Callable[[], dict[str, Scenario]]] = {
     "tcp": tcp_scenarios, "body": body_scenarios, "grpc_reply": grpc_reply_scenarios}
 IDENTICAL = [("tcp", name) for name in ("upstream_hold", "continue_reading", "new_connection_stop", "http_stream_types",
                                         "status", "properties")] + \
-            [("body", "request_body_statuses"), ("body", "wait_at_the_end"),
+            [("body", "request_body_statuses"), ("body", "wait_at_the_end"), ("body", "body_buffering"),
+             ("body", "wait_nobuffer_at_the_end"),
              ("grpc_reply", "own_grpc_status"), ("grpc_reply", "unmapped_http_status")]
 
 

@@ -106,6 +106,7 @@ class _Direction:
         self.body: Buffer | None = None  # the body visible to the guest in a body callback
         self.body_eos = False
         self.buffered = bytearray()  # Envoy's buffer for this filter while stopped
+        self.joining = False  # the last body answer was StopIterationAndBuffer: the next chunk joins the buffer
         self.trailers: HeaderMap | None = None
         self.trailers_readable = False
         self.pending_trailers: HeaderMap | None = None
@@ -142,6 +143,10 @@ class _Direction:
         return PhaseResult(self.on_headers, raw, status)
 
     def send_data(self, chunk: bytes, eos: bool) -> PhaseResult:
+        """Envoy's decodeData/encodeData for this filter (FilterManager's commonHandleAfterDataCallback
+        with the Wasm context's buffering_request_body_, measured on 1.40): Envoy keeps its own
+        buffer for the filter; the chunk joins it before the callback only when the filter's last
+        answer was StopIterationAndBuffer, else the filter sees the chunk alone."""
         if self._discarded("body"):
             return PhaseResult(self.on_body, None, NOT_CALLED)
         self.body_bytes += len(chunk)
@@ -150,29 +155,38 @@ class _Direction:
             self.end_seen = eos
             self._check_buffer_limit()
             return PhaseResult(self.on_body, None, NOT_CALLED)
-        if self.iteration != "stop_buffer":
-            self.buffered = bytearray()
-        self.buffered += chunk
+        joined, seen = self.joining, bytearray(chunk)
+        if joined:
+            self.buffered += seen
+            seen = self.buffered
         self.end_seen = eos
         self.body, self.body_eos = Buffer(b""), eos
-        self.body.data = self.buffered  # the guest sees (and edits) the whole buffered body
-        raw, lr = self.stream._call(self.on_body, len(self.buffered), int(eos))
+        self.body.data = seen  # the guest sees (and edits) the chunk, or the buffer it joined
+        raw, lr = self.stream._call(self.on_body, len(seen), int(eos))
         self.body, self.body_eos = None, False
         status = NOT_CALLED if raw is None and not lr else _data_status(raw or 0, lr)
+        self.joining = status == FilterStatus.STOP_ITERATION_AND_BUFFER
+        self._after_body(status, b"" if joined else seen, eos)
+        return PhaseResult(self.on_body, raw, status)
+
+    def _after_body(self, status: str, chunk: bytes | bytearray, eos: bool) -> None:
+        """What Envoy does with the chunk after the body callback: Continue forwards the buffer,
+        then the chunk; Buffer or Watermark moves the chunk into the buffer; NoBuffer drops the
+        chunk but keeps the buffer."""
         if self.iteration == "done":
-            pass
-        elif status in (FilterStatus.CONTINUE, NOT_CALLED):
+            return
+        if status in (FilterStatus.CONTINUE, NOT_CALLED):
+            self.buffered += chunk
             self._forward_body()
             self.iteration = "continue"
             if eos:
                 self._finish()
         elif status == FilterStatus.STOP_ITERATION_NO_BUFFER:
-            self.buffered = bytearray()
             self.iteration = "stop_nobuffer"
         else:
+            self.buffered += chunk
             self.iteration = "stop_buffer"
             self._check_buffer_limit()
-        return PhaseResult(self.on_body, raw, status)
 
     def _check_buffer_limit(self) -> None:
         """Envoy's per_connection_buffer_limit_bytes (1 MiB by default) on data it buffers for the filter."""

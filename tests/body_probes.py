@@ -41,16 +41,16 @@ def body_status() -> bytes:
     return build({"proxy_on_request_body": _by_last_byte(0, 0), "proxy_on_response_body": _by_last_byte(1, 1)})
 
 
-def wait_at_the_end() -> bytes:
+def wait_at_the_end(at_end: int = 1) -> bytes:
     """Buffers the request body (StopIterationAndBuffer) and, at its end, asks cluster "auth" and
-    stops (StopIterationAndBuffer); the trailers callback asks too and stops. The callout's answer
-    continues the request. Each body and trailers callback logs the status of reading the request
-    headers ("a" + WasmResult)."""
+    stops with `at_end` (StopIterationAndBuffer, or 3: StopIterationNoBuffer); the trailers
+    callback asks too and stops. The callout's answer continues the request. Each body and
+    trailers callback logs the status of reading the request headers ("a" + WasmResult)."""
     ask = f"(drop {CALLOUT}) {SAVE_CTX}"
     return build({
         "proxy_on_request_body": f"""{HEADERS_STATUS}
     (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
-    {ask} (i32.const 1)""",
+    {ask} (i32.const {at_end})""",
         "proxy_on_request_trailers": f"{HEADERS_STATUS} {ask} (i32.const 1)",
         "proxy_on_http_call_response": RESUME,
     }, {"auth": "auth", "callout": CALLOUT_HEADERS})
@@ -66,6 +66,17 @@ def body_scenarios() -> dict[str, Scenario]:
             Request(post, "/rebuffer", body=["ab", "cc", "e"]),
             Request(post, "/unknown", body=["ax", "y"]),
         ]),
+        # Envoy keeps the filter's buffer: the next chunk joins it before the callback only after
+        # StopIterationAndBuffer; Watermark and NoBuffer show the chunk alone, NoBuffer drops the
+        # chunk but keeps the buffer, and Continue (or a resume) forwards the buffer
+        "body_buffering": Scenario([Filter(body_status(), name="b")], [
+            Request(post, "/watermark", body=["aw", "bc", "e"]),
+            Request(post, "/nobuffer_keeps", body=["ab", "cn", "dx", "ee"]),
+            Request(post, "/continue_after_nobuffer", body=["an", "bc", "e"]),
+            Request(post, "/watermark_then_buffer", body=["aw", "bb", "cd"]),
+        ], upstream=Response(body="aw")),
+        "wait_nobuffer_at_the_end": Scenario([Filter(wait_at_the_end(3), name="w")], [
+            Request(post, "/buffer", body=["ab", "cn"])], callouts={"auth": Response()}),
         "wait_at_the_end": Scenario([Filter(wait_at_the_end(), name="w")], [
             Request(post, "/buffer", body=["ab", "cd"]), Request(post, "/trailers", body=["ab"], trailers={"x-t": "1"})], callouts={"auth": Response()}),
     }
