@@ -22,7 +22,7 @@ SOURCES: dict[str, Callable[[], dict[str, Scenario]]] = {
 IDENTICAL = [("tcp", name) for name in ("upstream_hold", "continue_reading", "new_connection_stop", "http_stream_types",
                                         "status", "properties")] + \
             [("body", "request_body_statuses"), ("body", "wait_at_the_end"), ("body", "body_buffering"),
-             ("body", "wait_nobuffer_at_the_end"),
+             ("body", "wait_nobuffer_at_the_end"), ("body", "replay_after_a_stop_all"),
              ("grpc_reply", "own_grpc_status"), ("grpc_reply", "unmapped_http_status")]
 
 

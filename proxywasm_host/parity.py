@@ -615,7 +615,8 @@ def _host_exchange(host: Host, plugins: list[Plugin], req: Request, sc: Scenario
     client = dict(response).get(":status")
     status = int(client) if client else 0
     client_headers = _framed(response, bool(body or trailers or chunked))
-    up_view, up_trailers = _upstream_view(upstream), last.upstream_request.trailers
+    up_trailers = last.upstream_request.trailers
+    up_view = _upstream_view(upstream, up_trailers is not None)
     return Exchange(status, _headers(client_headers, _CLIENT_MASK), body, up_view, sorted(callouts, key=lambda c: c[0]),
                     _sent_trailers(client_headers, trailers),
                     _sent_trailers(up_view[0], up_trailers.items()) if up_view and up_trailers is not None else [])
@@ -709,12 +710,13 @@ def _framed(headers: HeaderList, streamed: bool) -> HeaderList:
     return headers
 
 
-def _upstream_view(upstream: tuple[HeaderList, bytes] | None) -> tuple[HeaderList, bytes] | None:
-    """What the upstream receives from Envoy's HTTP/1.1 codec."""
+def _upstream_view(upstream: tuple[HeaderList, bytes] | None, trailers: bool) -> tuple[HeaderList, bytes] | None:
+    """What the upstream receives from Envoy's HTTP/1.1 codec (chunked for trailers after an
+    empty body too: measured, tests/body_probes.py replay_after_a_stop_all)."""
     if upstream is None:
         return None
     headers, body = upstream
-    return _headers(_framed(headers, bool(body)), _UPSTREAM_MASK), body
+    return _headers(_framed(headers, bool(body) or trailers), _UPSTREAM_MASK), body
 
 
 def _answer_callouts(host: Host, sc: Scenario, seen: list[tuple[str, str, str, HeaderList, bytes]]) -> None:

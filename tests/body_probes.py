@@ -56,6 +56,23 @@ def wait_at_the_end(at_end: int = 1) -> bytes:
     }, {"auth": "auth", "callout": CALLOUT_HEADERS})
 
 
+def replay_after_a_stop_all() -> bytes:
+    """Stops at the request headers (StopAllIterationAndWatermark: Envoy holds the body and the
+    trailers) and continues on the second tick after them (200 ms apart: the whole request has
+    arrived), so the held body replays through the body callback of body_status(); the trailers
+    callback logs "t" and continues."""
+    saved, ticks = "(i32.load (i32.const 0x10c))", "(i32.load (i32.const 0x118))"
+    return build({
+        "proxy_on_configure": "(drop (call $proxy_set_tick_period_milliseconds (i32.const 200))) (i32.const 1)",
+        "proxy_on_request_headers": f"{SAVE_CTX} (i32.store (i32.const 0x118) (i32.const 0)) (i32.const 1)",
+        "proxy_on_request_body": _by_last_byte(0, 0),
+        "proxy_on_request_trailers": "(i32.store8 (i32.const 0x2000) (i32.const 116))"
+                                     " (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 1))) (i32.const 0)",
+        "proxy_on_tick": f"""(if {saved} (then (i32.store (i32.const 0x118) (i32.add {ticks} (i32.const 1)))))
+    (if (i32.eq {ticks} (i32.const 2)) (then {RESUME} (i32.store (i32.const 0x10c) (i32.const 0))))""",
+    })
+
+
 def body_scenarios() -> dict[str, Scenario]:
     post = "POST"
     return {
@@ -75,6 +92,15 @@ def body_scenarios() -> dict[str, Scenario]:
             Request(post, "/continue_after_nobuffer", body=["an", "bc", "e"]),
             Request(post, "/watermark_then_buffer", body=["aw", "bb", "cd"]),
         ], upstream=Response(body="aw")),
+        # the body held while the headers were stopped replays at the resume; when the filter stops
+        # on it, Envoy still gives it the trailers, and if it continues drops that body and runs
+        # the trailers callback again
+        "replay_after_a_stop_all": Scenario([Filter(replay_after_a_stop_all(), name="r")], [
+            Request(post, "/nobuffer", body=["a", "n"], trailers={"x-t": "1"}),
+            Request(post, "/buffer", body=["a", "b"], trailers={"x-t": "1"}),
+            Request(post, "/continue", body=["a", "e"], trailers={"x-t": "1"}),
+            Request(post, "/end", body=["a", "n"]),
+        ]),
         "wait_nobuffer_at_the_end": Scenario([Filter(wait_at_the_end(3), name="w")], [
             Request(post, "/buffer", body=["ab", "cn"])], callouts={"auth": Response()}),
         "wait_at_the_end": Scenario([Filter(wait_at_the_end(), name="w")], [

@@ -98,3 +98,15 @@ def test_nobuffer_at_the_end_keeps_the_buffer_for_the_resume() -> None:
     (call,) = host.pending_http_calls
     call.respond(200, {}, b"")
     assert (s.upstream_request.body, s.upstream_request.complete) == (b"abcn", True)
+
+
+def test_a_body_replayed_after_a_stop_all_and_stopped_on() -> None:
+    """The body and trailers Envoy held while the headers were stopped replay at the resume.
+    When the filter stops on that body (NoBuffer "an", Buffer "ab"), Envoy gives it the trailers
+    anyway; as it continues, the body is dropped and the trailers callback runs a second time,
+    then the trailers go upstream alone. A filter that continues on the body ("ae") gets the
+    trailers once, and a body replayed at its end ("an" without trailers: a Continue, unlogged) goes through whole."""
+    side = run_host(body_scenarios()["replay_after_a_stop_all"])
+    assert [(e.status, e.upstream[1] if e.upstream else None, e.upstream_trailers) for e in side.exchanges] == [
+        (200, b"", [("x-t", "1")]), (200, b"", [("x-t", "1")]), (200, b"ae", [("x-t", "1")]), (200, b"an", [])]
+    assert [m for _, m in side.logs["'wasm log r:'"] if m != "c"] == ["an", "t", "t", "ab", "t", "t", "ae", "t"]
