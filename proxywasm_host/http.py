@@ -155,6 +155,11 @@ class _Direction:
             self.end_seen = eos
             self._check_buffer_limit()
             return PhaseResult(self.on_body, None, NOT_CALLED)
+        return self._body_callback(chunk, eos)
+
+    def _body_callback(self, chunk: bytes, eos: bool) -> PhaseResult:
+        """The body callback for a chunk that arrived, or for the body held while the headers were
+        stopped (received, and counted, once)."""
         joined, seen = self.joining, bytearray(chunk)
         if joined:
             self.buffered += seen
@@ -247,7 +252,7 @@ class _Direction:
             if self.buffered or (self.end_seen and self.pending_trailers is None):
                 chunk, self.buffered = bytes(self.buffered), bytearray()
                 self.iteration = "continue"
-                self.send_data(chunk, self.end_seen and self.pending_trailers is None)
+                self._body_callback(chunk, self.end_seen and self.pending_trailers is None)
             if self.pending_trailers is not None and self.iteration != "done":
                 trailers, self.pending_trailers = self.pending_trailers, None
                 if self.iteration == "continue":

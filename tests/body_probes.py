@@ -60,7 +60,7 @@ def replay_after_a_stop_all() -> bytes:
     """Stops at the request headers (StopAllIterationAndWatermark: Envoy holds the body and the
     trailers) and continues on the second tick after them (200 ms apart: the whole request has
     arrived), so the held body replays through the body callback of body_status(); the trailers
-    callback logs "t" and continues."""
+    callback logs "t" and continues; on_log logs request.size (the body bytes received) as a digit."""
     saved, ticks = "(i32.load (i32.const 0x10c))", "(i32.load (i32.const 0x118))"
     return build({
         "proxy_on_configure": "(drop (call $proxy_set_tick_period_milliseconds (i32.const 200))) (i32.const 1)",
@@ -70,7 +70,10 @@ def replay_after_a_stop_all() -> bytes:
                                      " (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 1))) (i32.const 0)",
         "proxy_on_tick": f"""(if {saved} (then (i32.store (i32.const 0x118) (i32.add {ticks} (i32.const 1)))))
     (if (i32.eq {ticks} (i32.const 2)) (then {RESUME} (i32.store (i32.const 0x10c) (i32.const 0))))""",
-    })
+        "proxy_on_log": "(drop (call $proxy_get_property {size} (i32.const 0x100) (i32.const 0x104)))"
+                        " (i32.store8 (i32.const 0x2000) (i32.add (i32.const 48) (i32.load8_u (i32.load (i32.const 0x100)))))"
+                        " (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 1)))",
+    }, {"size": "request\0size"})
 
 
 def body_scenarios() -> dict[str, Scenario]:
