@@ -4,16 +4,20 @@ with the same probe modules through parity (network filters behind tcp_proxy to 
 HTTP filters in front of the router)."""
 from __future__ import annotations
 
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+from proxywasm_host.envoy import EchoUpstream
+from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_config
 from proxywasm_host.parity import Scenario, run_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from body_probes import body_scenarios  # noqa: E402
+from body_probes import BETWEEN_CHUNKS, body_scenarios, resume_on_a_tick  # noqa: E402
 from grpc_reply_probes import grpc_reply_scenarios  # noqa: E402
 from tcp_probes import tcp_scenarios  # noqa: E402
 
@@ -39,3 +43,33 @@ def test_a_grpc_answer_to_a_head_request_has_no_grpc_message() -> None:
     envoy, host = ([(k, v) for k, v in side.exchanges[0].client_headers if k not in framing]
                    for side in (report.envoy, report.host))
     assert envoy == host == [("content-type", "application/grpc"), ("grpc-status", "7")], report.text()
+
+
+def _wait_for(what: str, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline, f"Envoy did not get to: {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("chunks", "seen", "body"), BETWEEN_CHUNKS, ids=[c[1] for c, _, _ in BETWEEN_CHUNKS])
+def test_a_resume_between_body_chunks(tmp_path: Path, chunks: list[str], seen: list[str], body: bytes) -> None:
+    """"ab" held by StopIterationAndBuffer, then a tick continues the request before the next chunk
+    arrives (parity sends a request at once, so each chunk here waits for Envoy to be done with the
+    one before): what each body callback saw and what the upstream got, as
+    tests/test_body_buffering.py pins in the host."""
+    wasm = tmp_path / "m.wasm"
+    wasm.write_bytes(resume_on_a_tick())
+    with EchoUpstream(record=True) as up, StaticEnvoy(http_listener([plugin_config("m", str(wasm))]),
+                                                     {"upstream": up.port}, component_log_level="wasm:trace") as env:
+        with socket.create_connection(("127.0.0.1", env.port)) as sock:
+            sock.sendall(b"POST /a HTTP/1.1\r\nhost: example.com\r\ntransfer-encoding: chunked\r\n\r\n")
+            for n, chunk in enumerate(chunks, 1):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk.encode()))
+                _wait_for(f"body callback {n}", lambda: env.log().count("proxy_on_request_body(") >= n)
+                if n == 1:
+                    _wait_for("the resume", lambda: "env.proxy_continue_stream(0)" in env.log())
+            sock.sendall(b"0\r\n\r\n")
+            _wait_for("the upstream request", lambda: bool(up.received))
+        lines = [line.split("wasm log m: ", 1)[1] for line in env.log().splitlines() if "wasm log m: " in line]
+    assert ([line for line in lines if line != "c"], up.received[0].body) == (seen, body)

@@ -16,16 +16,17 @@ LAST = ("(drop (call $proxy_get_buffer_bytes (i32.const {buffer}) (i32.sub (loca
         " (i32.const 1) (i32.const 0x100) (i32.const 0x104))) (i32.load8_u (i32.load (i32.const 0x100)))")
 
 
-def _by_last_byte(buffer: int, direction: int) -> str:
+def _by_last_byte(buffer: int, direction: int, first: str = "") -> str:
     """A body callback that logs the status of reading the request headers and the body it sees,
     and answers by its last byte: "b" StopIterationAndBuffer (1), "w" StopIterationAndWatermark (2),
     "n" StopIterationNoBuffer (3), "x" an unknown 7, "c" a continue from inside the callback that
-    then returns 1; anything else, and the end of stream, Continue."""
+    then returns 1; anything else, and the end of stream, Continue. `first` runs before it all."""
     last = LAST.format(buffer=buffer)
     answers = " ".join(f"(if (i32.eq (local.get 3) (i32.const {ord(k)})) (then (return (i32.const {v}))))"
                        for k, v in (("b", 1), ("w", 2), ("n", 3), ("x", 7)))
     return f"""
     (local i32)
+    {first}
     {HEADERS_STATUS}
     (if (i32.or (local.get $eos) (i32.eqz (local.get $size))) (then (return (i32.const 0))))
     (drop (call $proxy_get_buffer_bytes (i32.const {buffer}) (i32.const 0) (local.get $size) (i32.const 0x100) (i32.const 0x104)))
@@ -56,24 +57,55 @@ def wait_at_the_end(at_end: int = 1) -> bytes:
     }, {"auth": "auth", "callout": CALLOUT_HEADERS})
 
 
+#: the stream context saved for the tick, and the ticks counted since
+SAVED, TICKS = "(i32.load (i32.const 0x10c))", "(i32.load (i32.const 0x118))"
+SAVE_FOR_THE_TICK = f"{SAVE_CTX} (i32.store (i32.const 0x118) (i32.const 0))"
+TICK_PERIOD = "(drop (call $proxy_set_tick_period_milliseconds (i32.const 200))) (i32.const 1)"
+#: on_tick: continues the saved stream on the second tick after it was saved
+RESUME_ON_THE_SECOND_TICK = f"""(if {SAVED} (then (i32.store (i32.const 0x118) (i32.add {TICKS} (i32.const 1)))))
+    (if (i32.eq {TICKS} (i32.const 2)) (then {RESUME} (i32.store (i32.const 0x10c) (i32.const 0))))"""
+
+
 def replay_after_a_stop_all() -> bytes:
     """Stops at the request headers (StopAllIterationAndWatermark: Envoy holds the body and the
     trailers) and continues on the second tick after them (200 ms apart: the whole request has
     arrived), so the held body replays through the body callback of body_status(); the trailers
     callback logs "t" and continues; on_log logs request.size (the body bytes received) as a digit."""
-    saved, ticks = "(i32.load (i32.const 0x10c))", "(i32.load (i32.const 0x118))"
     return build({
-        "proxy_on_configure": "(drop (call $proxy_set_tick_period_milliseconds (i32.const 200))) (i32.const 1)",
-        "proxy_on_request_headers": f"{SAVE_CTX} (i32.store (i32.const 0x118) (i32.const 0)) (i32.const 1)",
+        "proxy_on_configure": TICK_PERIOD,
+        "proxy_on_request_headers": f"{SAVE_FOR_THE_TICK} (i32.const 1)",
         "proxy_on_request_body": _by_last_byte(0, 0),
         "proxy_on_request_trailers": "(i32.store8 (i32.const 0x2000) (i32.const 116))"
                                      " (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 1))) (i32.const 0)",
-        "proxy_on_tick": f"""(if {saved} (then (i32.store (i32.const 0x118) (i32.add {ticks} (i32.const 1)))))
-    (if (i32.eq {ticks} (i32.const 2)) (then {RESUME} (i32.store (i32.const 0x10c) (i32.const 0))))""",
+        "proxy_on_tick": RESUME_ON_THE_SECOND_TICK,
         "proxy_on_log": "(drop (call $proxy_get_property {size} (i32.const 0x100) (i32.const 0x104)))"
                         " (i32.store8 (i32.const 0x2000) (i32.add (i32.const 48) (i32.load8_u (i32.load (i32.const 0x100)))))"
                         " (drop (call $proxy_log (i32.const 2) (i32.const 0x2000) (i32.const 1)))",
     }, {"size": "request\0size"})
+
+
+def resume_on_a_tick() -> bytes:
+    """body_status() for the request, whose first body callback has the second tick after it
+    continue the request: a resume from outside any body callback, between two chunks."""
+    first = f"(if (i32.eqz (i32.load (i32.const 0x11c))) (then {SAVE_FOR_THE_TICK} (i32.store (i32.const 0x11c) (i32.const 1))))"
+    return build({
+        "proxy_on_configure": TICK_PERIOD,
+        "proxy_on_request_headers": "(i32.store (i32.const 0x11c) (i32.const 0)) (i32.const 0)",
+        "proxy_on_request_body": _by_last_byte(0, 0, first),
+        "proxy_on_tick": RESUME_ON_THE_SECOND_TICK,
+    })
+
+
+#: chunks through resume_on_a_tick(), each sent once Envoy is done with the one before (the tick
+#: continues the request after the first): what the body callbacks saw, what the upstream got
+#: (measured on 1.40 by integration/test_envoy_probe_scenarios.py). The filter's last answer
+#: before the resume was StopIterationAndBuffer, so the next chunk still joins Envoy's (now
+#: empty) buffer, which NoBuffer then keeps.
+BETWEEN_CHUNKS = [
+    (["ab", "cd", "ee"], ["ab", "cd", "ee"], b"abcdee"),
+    (["ab", "cb", "ee"], ["ab", "cb", "cbee"], b"abcbee"),
+    (["ab", "cn", "ee"], ["ab", "cn", "ee"], b"abcnee"),
+]
 
 
 def body_scenarios() -> dict[str, Scenario]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from body_probes import body_scenarios, body_status, wait_at_the_end
+from body_probes import BETWEEN_CHUNKS, body_scenarios, body_status, resume_on_a_tick, wait_at_the_end
 from proxywasm_host import Host
 from proxywasm_host.http import HttpStream
 from proxywasm_host.parity import run_host
@@ -112,3 +112,16 @@ def test_a_body_replayed_after_a_stop_all_and_stopped_on() -> None:
         (200, b"", [("x-t", "1")]), (200, b"", [("x-t", "1")]), (200, b"ae", [("x-t", "1")]), (200, b"an", [])]
     assert [m for _, m in side.logs["'wasm log r:'"] if m != "c"] == [
         "an", "t", "t", "2", "ab", "t", "t", "2", "ae", "t", "2", "2"]
+
+
+@pytest.mark.parametrize(("chunks", "seen", "body"), BETWEEN_CHUNKS, ids=[c[1] for c, _, _ in BETWEEN_CHUNKS])
+def test_a_resume_between_body_chunks(chunks: list[str], seen: list[str], body: bytes) -> None:
+    """"ab" held by StopIterationAndBuffer, a tick continues the request, then the next chunks."""
+    host = Host()
+    s = host.load_plugin(resume_on_a_tick()).http_stream()
+    s.send_request_headers(POST)
+    for chunk in chunks:
+        s.send_request_body(chunk, end_of_stream=False)
+        host.clock.advance(ms=600)
+    s.send_request_body(b"", end_of_stream=True)
+    assert (_seen(s), s.upstream_request.body, s.upstream_request.complete) == (seen, body, True)
