@@ -17,7 +17,7 @@ from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_confi
 from proxywasm_host.parity import Scenario, run_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from body_probes import BETWEEN_CHUNKS, body_scenarios, resume_on_a_tick  # noqa: E402
+from body_probes import BETWEEN_CHUNKS, BETWEEN_IDS, body_scenarios, resume_on_a_tick  # noqa: E402
 from grpc_reply_probes import grpc_reply_scenarios  # noqa: E402
 from tcp_probes import tcp_scenarios  # noqa: E402
 
@@ -52,14 +52,15 @@ def _wait_for(what: str, done: Callable[[], bool]) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize(("chunks", "seen", "body"), BETWEEN_CHUNKS, ids=[c[1] for c, _, _ in BETWEEN_CHUNKS])
-def test_a_resume_between_body_chunks(tmp_path: Path, chunks: list[str], seen: list[str], body: bytes) -> None:
-    """"ab" held by StopIterationAndBuffer, then a tick continues the request before the next chunk
-    arrives (parity sends a request at once, so each chunk here waits for Envoy to be done with the
-    one before): what each body callback saw and what the upstream got, as
-    tests/test_body_buffering.py pins in the host."""
+@pytest.mark.parametrize(("at_headers", "chunks", "seen", "body"), BETWEEN_CHUNKS, ids=BETWEEN_IDS)
+def test_a_resume_between_body_chunks(tmp_path: Path, at_headers: bool, chunks: list[str], seen: list[str],
+                                      body: bytes) -> None:
+    """The first chunk held (by StopIterationAndBuffer, or with the stopped headers), then a tick
+    continues the request before the next chunk arrives (parity sends a request at once, so each
+    chunk here waits for Envoy to be done with the one before): what each body callback saw and
+    what the upstream got, as tests/test_body_buffering.py pins in the host."""
     wasm = tmp_path / "m.wasm"
-    wasm.write_bytes(resume_on_a_tick())
+    wasm.write_bytes(resume_on_a_tick(at_headers))
     with EchoUpstream(record=True) as up, StaticEnvoy(http_listener([plugin_config("m", str(wasm))]),
                                                      {"upstream": up.port}, component_log_level="wasm:trace") as env:
         with socket.create_connection(("127.0.0.1", env.port)) as sock:

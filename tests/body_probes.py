@@ -84,28 +84,37 @@ def replay_after_a_stop_all() -> bytes:
     }, {"size": "request\0size"})
 
 
-def resume_on_a_tick() -> bytes:
-    """body_status() for the request, whose first body callback has the second tick after it
+def resume_on_a_tick(at_headers: bool = False) -> bytes:
+    """body_status() for the request, whose first body callback (`at_headers`: whose headers
+    callback, which then stops: StopAllIterationAndWatermark) has the second tick after it
     continue the request: a resume from outside any body callback, between two chunks."""
-    first = f"(if (i32.eqz (i32.load (i32.const 0x11c))) (then {SAVE_FOR_THE_TICK} (i32.store (i32.const 0x11c) (i32.const 1))))"
+    if at_headers:
+        headers, first = f"{SAVE_FOR_THE_TICK} (i32.const 1)", ""
+    else:
+        headers = "(i32.store (i32.const 0x11c) (i32.const 0)) (i32.const 0)"
+        first = f"(if (i32.eqz (i32.load (i32.const 0x11c))) (then {SAVE_FOR_THE_TICK} (i32.store (i32.const 0x11c) (i32.const 1))))"
     return build({
         "proxy_on_configure": TICK_PERIOD,
-        "proxy_on_request_headers": "(i32.store (i32.const 0x11c) (i32.const 0)) (i32.const 0)",
+        "proxy_on_request_headers": headers,
         "proxy_on_request_body": _by_last_byte(0, 0, first),
         "proxy_on_tick": RESUME_ON_THE_SECOND_TICK,
     })
 
 
-#: chunks through resume_on_a_tick(), each sent once Envoy is done with the one before (the tick
-#: continues the request after the first): what the body callbacks saw, what the upstream got
-#: (measured on 1.40 by integration/test_envoy_probe_scenarios.py). The filter's last answer
-#: before the resume was StopIterationAndBuffer, so the next chunk still joins Envoy's (now
-#: empty) buffer, which NoBuffer then keeps.
+#: chunks through resume_on_a_tick(at_headers), each sent once Envoy is done with the one before
+#: (the tick continues the request after the first): what the body callbacks saw, what the
+#: upstream got (measured on 1.40 by integration/test_envoy_probe_scenarios.py). After a resume
+#: from StopIterationAndBuffer the next chunk still joins Envoy's (now empty) buffer, which
+#: NoBuffer then keeps; a body held while the headers were stopped replays as that buffer itself,
+#: which NoBuffer keeps too.
 BETWEEN_CHUNKS = [
-    (["ab", "cd", "ee"], ["ab", "cd", "ee"], b"abcdee"),
-    (["ab", "cb", "ee"], ["ab", "cb", "cbee"], b"abcbee"),
-    (["ab", "cn", "ee"], ["ab", "cn", "ee"], b"abcnee"),
+    (False, ["ab", "cd", "ee"], ["ab", "cd", "ee"], b"abcdee"),
+    (False, ["ab", "cb", "ee"], ["ab", "cb", "cbee"], b"abcbee"),
+    (False, ["ab", "cn", "ee"], ["ab", "cn", "ee"], b"abcnee"),
+    (True, ["an", "ee"], ["an", "ee"], b"anee"),
+    (True, ["ab", "ee"], ["ab", "abee"], b"abee"),
 ]
+BETWEEN_IDS = [("headers-" if h else "") + c[-2] for h, c, _, _ in BETWEEN_CHUNKS]
 
 
 def body_scenarios() -> dict[str, Scenario]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from body_probes import BETWEEN_CHUNKS, body_scenarios, body_status, resume_on_a_tick, wait_at_the_end
+from body_probes import (BETWEEN_CHUNKS, BETWEEN_IDS, body_scenarios, body_status, resume_on_a_tick,
+                         wait_at_the_end)
 from proxywasm_host import Host
 from proxywasm_host.http import HttpStream
 from proxywasm_host.parity import run_host
@@ -114,11 +115,12 @@ def test_a_body_replayed_after_a_stop_all_and_stopped_on() -> None:
         "an", "t", "t", "2", "ab", "t", "t", "2", "ae", "t", "2", "2"]
 
 
-@pytest.mark.parametrize(("chunks", "seen", "body"), BETWEEN_CHUNKS, ids=[c[1] for c, _, _ in BETWEEN_CHUNKS])
-def test_a_resume_between_body_chunks(chunks: list[str], seen: list[str], body: bytes) -> None:
-    """"ab" held by StopIterationAndBuffer, a tick continues the request, then the next chunks."""
+@pytest.mark.parametrize(("at_headers", "chunks", "seen", "body"), BETWEEN_CHUNKS, ids=BETWEEN_IDS)
+def test_a_resume_between_body_chunks(at_headers: bool, chunks: list[str], seen: list[str], body: bytes) -> None:
+    """The first chunk held (by StopIterationAndBuffer, or with the stopped headers), a tick
+    continues the request, then the next chunks."""
     host = Host()
-    s = host.load_plugin(resume_on_a_tick()).http_stream()
+    s = host.load_plugin(resume_on_a_tick(at_headers)).http_stream()
     s.send_request_headers(POST)
     for chunk in chunks:
         s.send_request_body(chunk, end_of_stream=False)
