@@ -96,3 +96,14 @@ def test_one_plain_content_length_is_taken():
     s.send_request_body(b"abc", end_of_stream=True)
     assert s.local_reply is None and s.upstream_request.body == b"abc"
     assert [r.message for r in s.logs] == ["a filter callback ran"]
+
+
+def test_without_the_connection_manager_defaults_the_codec_refuses_nothing():
+    """Host(connection_manager_defaults=False) turns the codec emulation off with the rest: a repeated
+    content-length reaches the filter."""
+    plugin = Host(connection_manager_defaults=False).load_plugin(
+        build({"proxy_on_request_headers": "(drop (call $proxy_log (i32.const 2) {seen})) (i32.const 0)"},
+              {"seen": "a filter callback ran"}))
+    s = plugin.http_stream()
+    s.send_request_headers([(":method", "POST"), (":path", "/"), ("content-length", "3"), ("content-length", "3")])
+    assert [r.message for r in plugin.logs] == ["a filter callback ran"] and s.local_reply is None
