@@ -612,7 +612,7 @@ class HttpStream(Context):
     # -- what hostcalls see ----------------------------------------------------
 
     def get_map(self, map_type: int, mutable: bool) -> HeaderMap | None:
-        if map_type >= _CALL_RESPONSE_HEADERS:
+        if map_type > _RESPONSE_TRAILERS:  # gRPC metadata and callout answers: the root context's (measured on 1.40)
             return self.root_ctx.get_map(map_type, mutable)
         added = self.request if map_type == _REQUEST_TRAILERS else self.response
         if map_type in _TRAILERS and added.trailers_added:
@@ -702,7 +702,6 @@ class HttpStream(Context):
 # enum member off its class costs more than the comparison.
 _REQUEST_HEADERS, _REQUEST_TRAILERS = MapType.HTTP_REQUEST_HEADERS, MapType.HTTP_REQUEST_TRAILERS
 _RESPONSE_HEADERS, _RESPONSE_TRAILERS = MapType.HTTP_RESPONSE_HEADERS, MapType.HTTP_RESPONSE_TRAILERS
-_CALL_RESPONSE_HEADERS = MapType.HTTP_CALL_RESPONSE_HEADERS
 _TRAILERS = (_REQUEST_TRAILERS, _RESPONSE_TRAILERS)
 _HEADERS = (_REQUEST_HEADERS, _RESPONSE_HEADERS)
 _REQUEST_MAPS = (_REQUEST_HEADERS, _REQUEST_TRAILERS)

@@ -2,7 +2,7 @@
 filter added, as Envoy 1.40 answers them. Each map hostcall's status is a letter ("a" + WasmResult,
 in the order of probe_filters.MAP_CALLS). Envoy's letters were measured through
 proxywasm_host.parity.run_parity with maps_scenario() (the two phases below were identical in
-Envoy and the host; maps 4 and 5 in on_response_trailers were not, see the report of issue 16);
+Envoy and the host, and are since the gRPC metadata maps 4 and 5 are the root context's too);
 the added trailers are the ones integration/test_parity_feature.py::test_trailers_a_filter_adds
 compares with Envoy."""
 from __future__ import annotations
@@ -64,3 +64,12 @@ def test_added_request_trailers_read_empty_in_on_log_and_response_ones_kept() ->
     request_trailers, response_trailers = [m for _, m in side.logs["'wasm log trailers:'"]]
     assert request_trailers == ""
     assert "x-added" in response_trailers and "7" in response_trailers
+
+
+def test_grpc_metadata_maps_are_not_the_response_trailers_in_their_phase() -> None:
+    """Maps 4 and 5 (a gRPC call's metadata) asked in on_response_trailers: Envoy 1.40 answers as for
+    a map that is not there (measured through parity); the host served the response trailers."""
+    lines = [m for _, m in run_host(maps_scenario()).logs["'wasm log maps:'"]]
+    (line,) = [line for line in lines if line.startswith("response_trailers ")]
+    groups = parse_probe_line(line)
+    assert (groups["map 4"], groups["map 5"]) == (list("ccacccc"), list("ccacccc"))
