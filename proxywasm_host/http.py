@@ -672,7 +672,7 @@ class HttpStream(Context):
         request["total_size"] = self.request.body_bytes + (_byte_size(live) if live is not None else 0)
         if self.in_log:  # Envoy knows the duration once the request is complete
             request["duration"] = self.plugin.host.clock.now_ns - self.start_time_ns
-        attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k == "path"}}
+        attrs: dict[str, Any] = {"request": {k: v for k, v in request.items() if v != "" or k in ("path", "query")}}
         resp, trailers = self.response.headers, self.response.trailers  # Envoy counts both in total_size (measured)
         sent = self.downstream_response.body_size
         # answered in every phase (trailers: an empty map until there are some)

@@ -35,3 +35,9 @@ def test_a_request_without_scheme_reads_http_as_envoys_codec_sets_it() -> None:
     """Without the connection manager's defaults the test's request has no :scheme; the answer is
     still the one Envoy gives every plaintext request."""
     assert _seen(connection_manager_defaults=False) == ENVOY
+
+
+def test_a_path_without_a_query_has_an_empty_one() -> None:
+    """Envoy 1.40 answers request.query "" (found, not NotFound) for a path without "?" (measured through parity)."""
+    side = run_host(Scenario([Filter(_probe(), name="url")], [Request("GET", "/p")]))
+    assert [message for _, message in side.logs["'wasm log url:'"]] == ["/p", "/p", "", "http", "missing", "missing"]
