@@ -755,8 +755,8 @@ def _is_grpc(headers: HeaderMap) -> bool:
 
 
 def _percent_encode(data: bytes) -> bytes:
-    """Envoy's grpc-message encoding: bytes outside printable ASCII, and %, as %XX."""
-    return b"".join(b"%%%02X" % c if c < 0x20 or c > 0x7E or c == 0x25 else bytes([c]) for c in data)
+    """Envoy's grpc-message encoding: bytes below a space, from "~" up, and %, as %XX (measured on 1.40)."""
+    return b"".join(b"%%%02X" % c if c < 0x20 or c >= 0x7E or c == 0x25 else bytes([c]) for c in data)
 
 
 def _local_reply_headers(reply: LocalReply) -> HeaderMap:
