@@ -458,7 +458,7 @@ class HttpStream(Context):
         self.request.end()
         self.response_flags |= _DOWNSTREAM_PROTOCOL_ERROR
         self._direct_reply(LocalReply(400, b"Bad Request", [], details))
-        self.response.headers = HeaderMap.from_input(self.downstream_response.headers.items(), "codec error")
+        self.response.headers = HeaderMap(self.downstream_response.headers._raw)  # what on_log reads
         return PhaseResult("proxy_on_request_headers", None, NOT_CALLED)
 
     def _skipped(self, callback: str, hm: HeaderMap, eos: bool) -> PhaseResult:

@@ -11,7 +11,6 @@ from ..memory import deserialize_pairs, serialize_pairs
 from .registry import hostcall
 
 _MAX_MAP_TYPE = max(MapType)
-_OK, _BAD_ARGUMENT = WasmResult.OK, WasmResult.BAD_ARGUMENT
 
 
 def _map(vm, map_type: int, mutable: bool):
@@ -94,14 +93,11 @@ def _add(m: HeaderMap, map_type: int, key: bytes, value: bytes) -> None:
 
 
 def add_value(vm, map_type: int, key_ptr: int, key_size: int, value_ptr: int, value_size: int) -> int:
-    if map_type > _MAX_MAP_TYPE:
-        return _BAD_ARGUMENT
-    m = vm.ctx.get_map(map_type, True)  # a filter may add per request: _mutate's steps inline, in its order
-    key = _key(map_type, vm.memory.read(key_ptr, key_size))
+    m, key = _mutate(vm, map_type, key_ptr, key_size)
     if m is None:
-        return _BAD_ARGUMENT
+        return WasmResult.BAD_ARGUMENT
     _add(m, map_type, key, vm.memory.read(value_ptr, value_size))
-    return _OK
+    return WasmResult.OK
 
 
 hostcall("proxy_add_header_map_value", "uuuuu")(add_value)
