@@ -327,7 +327,7 @@ class Host:
         pairs = headers.pairs
         codec_first = [pairs[first[name]] for name in _CODEC_ORDER if name in first]
         if b":scheme" not in first:
-            codec_first.append((b":scheme", b"http"))
+            codec_first.append((b":scheme", _scheme(headers.get(b"x-forwarded-proto"))))
         headers.pairs = codec_first + [kv for kv in pairs if kv[0] not in _CODEC_ORDER]
         if b"te" in first:  # only its "trailers" token is passed on
             te = headers.get(b"te") or b""
@@ -339,6 +339,13 @@ class Host:
             headers.pairs.append((b"x-forwarded-proto", b"http"))
         if b"x-request-id" not in first:
             headers.pairs.append((b"x-request-id", _uuid4(self.random.getrandbits(128))))
+
+
+def _scheme(forwarded_proto: bytes | None) -> bytes:
+    """The :scheme Envoy sets on a plaintext HTTP/1.1 request: a valid x-forwarded-proto's, in
+    lower case, else http (measured on 1.40: "HTTPS" gives https, "foo" or "https, http" give http)."""
+    proto = (forwarded_proto or b"").lower()
+    return proto if proto in (b"http", b"https") else b"http"
 
 
 def _uuid4(bits: int) -> bytes:

@@ -41,3 +41,16 @@ def test_a_path_without_a_query_has_an_empty_one() -> None:
     """Envoy 1.40 answers request.query "" (found, not NotFound) for a path without "?" (measured through parity)."""
     side = run_host(Scenario([Filter(_probe(), name="url")], [Request("GET", "/p")]))
     assert [message for _, message in side.logs["'wasm log url:'"]] == ["/p", "/p", "", "http", "missing", "missing"]
+
+
+def test_the_scheme_follows_a_valid_forwarded_proto() -> None:
+    """Envoy 1.40 sets a plaintext request's :scheme from a valid x-forwarded-proto (http or https,
+    any case, answered in lower case) and from nothing else (measured through parity: HTTPS gives
+    https; foo, "https, http" and an empty value give http; the header itself goes upstream as sent)."""
+    sent = ["https", "HTTPS", "foo", "https, http", ""]
+    requests = [Request("GET", "/", headers={"x-forwarded-proto": value}) for value in sent]
+    side = run_host(Scenario([Filter(_probe(), name="url")], requests))
+    schemes = [message for _, message in side.logs["'wasm log url:'"]][PATHS.index("request.scheme")::len(PATHS)]
+    assert schemes == ["https", "https", "http", "http", "http"]
+    forwarded = [dict(exchange.upstream[0])["x-forwarded-proto"] for exchange in side.exchanges if exchange.upstream]
+    assert forwarded == sent[:-1]  # an empty x-forwarded-proto matches no route (404 in Envoy too)
