@@ -313,19 +313,20 @@ class Host:
         self._connection_ids += 1
         return self._connection_ids
 
-    def apply_connection_manager_defaults(self, headers: HeaderMap) -> None:
+    def apply_connection_manager_defaults(self, headers: HeaderMap, absolute_url: bool) -> None:
         """What Envoy's HTTP connection manager does before any filter runs (HTTP/1.1,
         default settings): it removes x-forwarded-client-cert (plaintext listener, default
         SANITIZE), transfer-encoding (framing), the hop-by-hop headers and Envoy's internal
         x-envoy-* request headers, joins a repeated header that
         Envoy keeps inline into one value, and adds x-forwarded-proto and a generated
-        x-request-id. The HTTP/1.1 codec hands filters :authority, :path, :method, :scheme first
-        (measured)."""
+        x-request-id. The HTTP/1.1 codec hands filters :authority, :path, :method, :scheme first,
+        or :authority, :scheme, :path, :method from an `absolute_url` (measured)."""
         if not self.connection_manager_defaults:
             return
         first = headers.join_repeated(INLINE_REQUEST_HEADERS, drop=REMOVED_REQUEST_HEADERS)  # every name below is inline
         pairs = headers.pairs
-        codec_first = [pairs[first[name]] for name in _CODEC_ORDER if name in first]
+        order = _ABSOLUTE_URL_ORDER if absolute_url else _CODEC_ORDER
+        codec_first = [pairs[first[name]] for name in order if name in first]
         if b":scheme" not in first:
             codec_first.append((b":scheme", _scheme(headers.get(b"x-forwarded-proto"))))
         headers.pairs = codec_first + [kv for kv in pairs if kv[0] not in _CODEC_ORDER]
@@ -368,6 +369,8 @@ INTERNAL_REQUEST_HEADERS = tuple(f"x-envoy-{name}".encode() for name in (
 REMOVED_REQUEST_HEADERS = frozenset({b"x-forwarded-client-cert", b"transfer-encoding", *HOP_BY_HOP, *INTERNAL_REQUEST_HEADERS})
 #: the order Envoy's HTTP/1.1 codec hands these to the filters, before every other header
 _CODEC_ORDER = (b":authority", b":path", b":method", b":scheme")
+#: their order when the request target is an absolute URL, which gives the codec :authority and :scheme
+_ABSOLUTE_URL_ORDER = (b":authority", b":scheme", b":path", b":method")
 
 
 def _bytes(s: bytes | str) -> bytes:

@@ -351,12 +351,17 @@ class HttpStream(Context):
     def send_request_headers(self, headers: HeadersInput, end_of_stream: bool = False) -> PhaseResult:
         hm = HeaderMap.from_input(headers, "send_request_headers")
         check_type(end_of_stream, (bool,), "send_request_headers: end_of_stream", "bool")
-        refusal = _codec_refusal(hm) if self.plugin.host.connection_manager_defaults else None
-        if refusal is not None:
-            return self._codec_error(refusal)
-        self.plugin.host.apply_connection_manager_defaults(hm)
         self.request.end_seen = end_of_stream  # a fail-closed answer depends on it (connection: close)
         self.grpc_request = _is_grpc(hm)  # local replies to it are gRPC answers
+        absolute_url = self.plugin.host.connection_manager_defaults and _split_absolute_url(hm)
+        if self.plugin.host.connection_manager_defaults:
+            refusal = _codec_refusal(hm, absolute_url)
+            if refusal is not None:
+                return self._refused(LocalReply(400, b"Bad Request", [], refusal), None)
+            rejection = _path_rejection(hm)
+            if rejection is not None:
+                return self._refused(rejection, hm)
+        self.plugin.host.apply_connection_manager_defaults(hm, absolute_url)
         mode = self._begin()
         if mode == "skip":
             return self._skipped("proxy_on_request_headers", hm, end_of_stream)
@@ -447,18 +452,23 @@ class HttpStream(Context):
         self._ensure_created()
         return "run"
 
-    def _codec_error(self, details: str) -> PhaseResult:
-        """Envoy's HTTP/1.1 codec refused the request, so the connection manager never had its
-        headers (measured on 1.40): it answers 400 "Bad Request" with `details` and closes the
-        connection; the filter's context is created, but of its callbacks only on_log (which finds
-        no request headers, the reply's headers and the DownstreamProtocolError flag), on_done and
-        on_delete run. What the client sends after is dropped."""
+    def _refused(self, reply: LocalReply, request_headers: HeaderMap | None) -> PhaseResult:
+        """The request is answered before any filter sees it (measured on 1.40). Refused by the
+        HTTP/1.1 codec (`request_headers` None), the connection manager never had its headers:
+        400 "Bad Request", and on_log finds the DownstreamProtocolError flag. Rejected by the
+        connection manager for its path, on_log finds the codec's headers (without the manager's
+        own). Either way the filter's context is created, but of its callbacks only on_log, on_done
+        and on_delete run; a 400 closes the connection. What the client sends after is dropped."""
         if self.worker.vm.failed is None:
             self._ensure_created()
+        self.request.headers = request_headers
         self.request.end()
-        self.response_flags |= _DOWNSTREAM_PROTOCOL_ERROR
-        self._direct_reply(LocalReply(400, b"Bad Request", [], details))
-        self.response.headers = HeaderMap(self.downstream_response.headers._raw)  # what on_log reads
+        if request_headers is None:
+            self.grpc_request = False
+            self.response_flags |= _DOWNSTREAM_PROTOCOL_ERROR
+        self._direct_reply(reply)
+        out = self.downstream_response  # on_log reads it without the content-length: 0 the codec adds
+        self.response.headers = HeaderMap(out.headers._raw if out.body else out.headers._raw[:-1])
         return PhaseResult("proxy_on_request_headers", None, NOT_CALLED)
 
     def _skipped(self, callback: str, hm: HeaderMap, eos: bool) -> PhaseResult:
@@ -660,7 +670,9 @@ class HttpStream(Context):
                 url_path=url_path,
                 query=query,
                 host=_s(live.get(b":authority")),
-                scheme=_s(live.get(b":scheme")) or "http",
+                # the connection manager sets it (without it, as Envoy's codec would: http); a request
+                # it rejected has none (measured on 1.40)
+                scheme=_s(live.get(b":scheme")) or ("" if self.plugin.host.connection_manager_defaults else "http"),
                 method=_s(live.get(b":method")),
                 headers=live.view().to_dict(),
                 referer=_s(live.get(b"referer")),
@@ -716,15 +728,50 @@ _CODEC_ADDED_BYTES = len("date") + len("Mon, 30 Nov 2026 17:45:52 GMT") + len("s
 _DOWNSTREAM_PROTOCOL_ERROR = 1 << 18
 
 
-def _codec_refusal(headers: HeaderMap) -> str | None:
+def _split_absolute_url(headers: HeaderMap) -> bool:
+    """Envoy's HTTP/1.1 codec takes a request target that is an absolute http(s) URL apart
+    (measured on 1.40): its host becomes :authority (in place of the Host header), its scheme in
+    lower case :scheme, the rest :path ("/" if empty; "?q" stays as it is). True if it was one."""
+    scheme, sep, rest = (headers.get(b":path") or b"").partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return False
+    at = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    headers.replace(b":authority", rest[:at])
+    headers.replace(b":path", rest[at:] or b"/")
+    headers.replace(b":scheme", scheme.lower())
+    return True
+
+
+def _codec_refusal(headers: HeaderMap, absolute_url: bool) -> str | None:
     """The details of the 400 Envoy's HTTP/1.1 codec answers (measured on 1.40) to a request whose
     length it cannot trust: content-length repeated (same value or not) or not a plain number, or
-    content-length with a chunked transfer-encoding. None: the codec takes the request."""
+    content-length with a chunked transfer-encoding; or to a request target that is neither a path
+    nor an absolute URL, unless it is "*" of an OPTIONS request. None: the codec takes it."""
+    target = headers.get(b":path")
+    if target is not None and not absolute_url and not target.startswith(b"/"):
+        if target != b"*":
+            return "http1.codec_error"
+        if headers.get(b":method") != b"OPTIONS":
+            return "http1.invalid_url"
     lengths = [v for k, v in headers.pairs if k == b"content-length"]
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
         return "http1.codec_error"
     if lengths and b"chunked" in (headers.get(b"transfer-encoding") or b"").lower():
         return "http1.content_length_and_chunked_not_allowed"
+    return None
+
+
+def _path_rejection(headers: HeaderMap) -> LocalReply | None:
+    """The connection manager's answer to a path it will not route (measured on 1.40, default
+    settings): 404 to one that does not start with "/" (OPTIONS *, or an absolute URL's "?q"),
+    400 to one with a fragment. None: the filters see the request."""
+    path = headers.get(b":path")
+    if path is None:
+        return None
+    if not path.startswith(b"/"):
+        return LocalReply(404, b"", [], "absolute_path_rejected")
+    if b"#" in path:
+        return LocalReply(400, b"", [], "path_normalization_failed")
     return None
 
 
