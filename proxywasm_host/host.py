@@ -275,7 +275,8 @@ class Host:
 
     # -- environment the filters observe --------------------------------------------
 
-    def xds_attributes(self, plugin: Plugin) -> dict[str, Any]:
+    def xds_attributes(self) -> dict[str, Any]:
+        """xds.*: the node and the xDS attributes the Host was given."""
         return {"node": dict(self.node), **self.xds}
 
     def connection_attributes(self, connection_id: int) -> dict[str, Any]:

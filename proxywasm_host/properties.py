@@ -21,13 +21,13 @@ PropertyValue = Union[str, bytes, int, bool, float, Mapping[str, Any], list, Non
 PropertyPath = tuple[str, ...]
 
 
-def parse_path(path: str | tuple[str, ...] | list[str], what: str = "properties") -> PropertyPath:
+def parse_path(path: str | tuple[str, ...] | list[str]) -> PropertyPath:
     """'request.headers.x-a' or ('request', 'headers', 'x-a') -> segments."""
     if isinstance(path, str):
         return tuple(path.split("."))
     if isinstance(path, (tuple, list)) and all(isinstance(seg, str) for seg in path):
         return tuple(path)
-    raise TypeError(f"{what}: key must be a dotted path (str) or a tuple of str, got {type(path).__name__} ({path!r:.60})")
+    raise TypeError(f"properties: key must be a dotted path (str) or a tuple of str, got {type(path).__name__} ({path!r:.60})")
 
 
 INT_MIN, UINT_MAX = -(1 << 63), (1 << 64) - 1  # CEL int (int64) .. uint (uint64)
@@ -65,15 +65,15 @@ def encode_value(value: PropertyValue, path: str = "") -> bytes:
                     "allowed: str, bytes, int, bool, float, dict, list or None")
 
 
-def normalize_overrides(props: Mapping[Any, PropertyValue] | None, what: str = "properties") -> dict[PropertyPath, PropertyValue]:
+def normalize_overrides(props: Mapping[Any, PropertyValue] | None) -> dict[PropertyPath, PropertyValue]:
     """Property overrides by path, each value checked now (None: the property is NotFound)."""
     if props is None:
         return {}
     if not isinstance(props, Mapping):
-        raise TypeError(f"{what} must be a dict, got {type(props).__name__} ({props!r:.60})")
+        raise TypeError(f"properties must be a dict, got {type(props).__name__} ({props!r:.60})")
     out = {}
     for key, value in props.items():
-        path = parse_path(key, what)
+        path = parse_path(key)
         if value is not None and is_metadata(path):
             value = metadata(value)
         if value is not None:
@@ -122,7 +122,7 @@ def builtin(ctx: "Context", path: PropertyPath) -> PropertyValue:
     if len(path) == 1 and head == "connection_id" and attrs is not None:  # Envoy's Wasm token for connection.id
         return attrs["connection"]["id"]
     if head == "xds":
-        return _walk(plugin.host.xds_attributes(plugin), path[1:])
+        return _walk(plugin.host.xds_attributes(), path[1:])
     if path[:3] == ("request", "headers", "host"):  # Envoy's request header map: "host" is :authority
         path = ("request", "headers", ":authority", *path[3:])
     if attrs is None:
