@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import struct
 
+from proxywasm_host import Host
 from proxywasm_host.parity import Side, run_host
 from request_target_probes import LOG_PROPERTIES, TARGETS, request_target_scenarios
+from watgen import build
 
 CLOSE_400 = [("connection", "close"), ("content-length", "0")]
 CODEC_400 = [("content-length", "11"), ("content-type", "text/plain"), ("connection", "close")]
@@ -91,9 +93,6 @@ def test_a_grpc_request_with_a_fragment_gets_a_grpc_answer() -> None:
 def test_the_filters_see_an_absolute_urls_scheme_second() -> None:
     """The codec that takes an absolute URL apart hands :authority and :scheme first (measured with
     bench/go/header_filter logging every header: :authority, :scheme, :path, :method)."""
-    from proxywasm_host import Host
-    from watgen import build
-
     stream = Host().load_plugin(build({"proxy_on_request_headers": "(i32.const 0)"}, {})).http_stream()
     stream.send_request_headers({":method": "GET", ":path": "https://other.com/a"}, end_of_stream=True)
     assert [k for k, _ in stream.upstream_request.headers.items()][:4] == [":authority", ":scheme", ":path",
