@@ -81,7 +81,7 @@ def test_grpc_call_and_stream_inspect_and_answer():
         " (call $rec (i32.load (i32.const 0x304)))"
         " (call $rec (call $proxy_grpc_send (i32.load (i32.const 0x304)) {msg} (i32.const 0)))"
         " (call $rec (call $proxy_grpc_send (i32.const 5) {msg} (i32.const 0)))"
-        " (call $rec (call $proxy_grpc_cancel (i32.const 99))) (i32.const 1)"
+        " (call $rec (call $proxy_grpc_cancel (i32.const 97))) (i32.const 1)"  # 97: a call token that names none
     )
     strings = {"cl": "backend", "bad": "nope", "svc": "pkg.Svc", "m": "Get", "msg": "req", "mdk": "x-md",
                "md": serialize_pairs([(b"x-md", b"v")])}
