@@ -1,5 +1,6 @@
 """The behaviours tests/test_tcp_semantics.py, test_tcp_connection_lifecycle.py, test_body_buffering.py,
-test_body_phases.py, test_grpc_local_reply.py and test_request_target.py pin in the host, measured in a real Envoy 1.40
+test_body_phases.py, test_grpc_local_reply.py, test_request_target.py and the hostcall edge tests (metrics, shared data
+and queues, callouts: tests/hostcall_edge_probes.py) pin in the host, measured in a real Envoy 1.40
 with the same probe modules through parity (network filters behind tcp_proxy to an echo upstream,
 HTTP filters in front of the router)."""
 from __future__ import annotations
@@ -19,24 +20,30 @@ from proxywasm_host.parity import Scenario, run_parity
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from body_probes import BETWEEN_CHUNKS, BETWEEN_IDS, body_scenarios, resume_on_a_tick  # noqa: E402
 from grpc_reply_probes import grpc_reply_scenarios  # noqa: E402
+from hostcall_edge_probes import hostcall_edge_scenarios  # noqa: E402
 from request_target_probes import request_target_scenarios  # noqa: E402
 from tcp_probes import tcp_scenarios  # noqa: E402
 
 SOURCES: dict[str, Callable[[], dict[str, Scenario]]] = {
     "tcp": tcp_scenarios, "body": body_scenarios, "grpc_reply": grpc_reply_scenarios,
-    "target": request_target_scenarios}
+    "target": request_target_scenarios, "edge": hostcall_edge_scenarios}
 IDENTICAL = [("tcp", name) for name in ("upstream_hold", "continue_reading", "new_connection_stop", "http_stream_types",
                                         "status", "properties")] + \
             [("body", "request_body_statuses"), ("body", "wait_at_the_end"), ("body", "body_buffering"),
              ("body", "wait_nobuffer_at_the_end"), ("body", "replay_after_a_stop_all"),
              ("grpc_reply", "own_grpc_status"), ("grpc_reply", "unmapped_http_status")] + \
-            [("target", name) for name in request_target_scenarios()]
+            [("target", name) for name in request_target_scenarios()] + \
+            [("edge", name) for name in ("metrics", "shared", "callout")]  # "grpc" races in Envoy: see below
 
 
 @pytest.mark.parametrize(("source", "name"), IDENTICAL, ids=[f"{s}-{n}" for s, n in IDENTICAL])
 def test_identical_to_envoy(source: str, name: str) -> None:
     report = run_parity(SOURCES[source]()[name])
     assert report.identical, report.text()
+
+
+# The "grpc" edge probe is pinned in the host only: its gRPC answer races the end of the request in
+# Envoy (3 of 6 runs: proxy_set_effective_context on the finished stream answered NotFound).
 
 
 def test_a_grpc_answer_to_a_head_request_has_no_grpc_message() -> None:

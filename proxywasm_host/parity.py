@@ -288,7 +288,7 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
     for i, (e, h) in enumerate(zip(envoy.exchanges, host.exchanges)):
         for name in ("status", "client_headers", "client_body", "client_trailers", "upstream", "upstream_trailers",
                      "callouts"):
-            if getattr(e, name) != getattr(h, name):
+            if getattr(e, name) != _printed(getattr(h, name)):
                 diffs.append(Difference(f"request {i}: {name.replace('_', ' ')}", getattr(e, name), getattr(h, name)))
     if len(envoy.exchanges) != len(host.exchanges):
         diffs.append(Difference("requests answered", len(envoy.exchanges), len(host.exchanges)))
@@ -301,19 +301,32 @@ def compare(envoy: Side, host: Side) -> list[Difference]:
     if len(envoy.flows) != len(host.flows):
         diffs.append(Difference("connections", len(envoy.flows), len(host.flows)))
     for plugin in sorted(set(envoy.logs) | set(host.logs)):
-        e_logs, h_logs = envoy.logs.get(plugin, []), host.logs.get(plugin, [])
+        e_logs, h_logs = envoy.logs.get(plugin, []), _printed(host.logs.get(plugin, []))
         if e_logs != h_logs:
             at = next((i for i, (a, b) in enumerate(zip(e_logs, h_logs)) if a != b), min(len(e_logs), len(h_logs)))
             diffs.append(Difference(f"log lines {plugin} from line {at}", e_logs[at:at + 5], h_logs[at:at + 5]))
-    if envoy.metrics != host.metrics:
-        keys = sorted(k for k in set(envoy.metrics) | set(host.metrics) if envoy.metrics.get(k) != host.metrics.get(k))
-        diffs.append(Difference("metrics", {k: envoy.metrics.get(k) for k in keys}, {k: host.metrics.get(k) for k in keys}))
+    host_metrics = _printed(host.metrics)
+    if envoy.metrics != host_metrics:
+        keys = sorted(k for k in set(envoy.metrics) | set(host_metrics) if envoy.metrics.get(k) != host_metrics.get(k))
+        diffs.append(Difference("metrics", {k: envoy.metrics.get(k) for k in keys}, {k: host_metrics.get(k) for k in keys}))
     diffs += _sequence_diffs("traps", envoy.traps, host.traps)
     for context in sorted(set(envoy.by_context) | set(host.by_context)):
         (e_calls, e_errors), (h_calls, h_errors) = (side.by_context.get(context, ([], [])) for side in (envoy, host))
         diffs += _sequence_diffs(f"callbacks of context {context}", e_calls, h_calls)
         diffs += _sequence_diffs(f"hostcall errors of context {context}", e_errors, h_errors)
     return diffs
+
+
+def _printed(value: Any) -> Any:
+    """A host-side value as Envoy's side reads: the host keeps a guest's bytes that are no UTF-8 as
+    surrogates, Envoy's side comes from its log and admin output with them replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_printed(item) for item in value)
+    if isinstance(value, dict):
+        return {_printed(k): _printed(v) for k, v in value.items()}
+    return value
 
 
 def _sequence_diffs(name: str, e_seq: list[str], h_seq: list[str]) -> list[Difference]:

@@ -165,3 +165,9 @@ def grpc_probe() -> bytes:
 def grpc_scenario() -> Scenario:
     return Scenario([Filter(grpc_probe(), name="g")], [Request()],
                     callouts={"echo_svc": GrpcReply(status=7, status_message="not you")})
+
+
+def hostcall_edge_scenarios() -> dict[str, Scenario]:
+    """All four, as integration/test_envoy_probe_scenarios.py runs them in Envoy."""
+    return {"metrics": metrics_scenario(), "shared": shared_scenario(), "callout": callout_scenario(),
+            "grpc": grpc_scenario()}

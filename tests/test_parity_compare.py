@@ -14,3 +14,12 @@ def test_allocation_sizes_may_differ_by_a_timing_values_digits_only():
     other = compare(_trace("malloc(12)"), _trace("proxy_on_memory_allocate(12)"))
     assert same == [] and [d.observation for d in apart + other] == ["callbacks of context 1 from #1",
                                                                         "callbacks of context 1 from #0"]
+
+
+def test_bytes_that_are_no_utf8_compare_as_envoys_output_prints_them():
+    """Envoy's side is read from its log and admin output (undecodable bytes become U+FFFD); the host
+    keeps a guest's bytes as surrogates. A metric name, a log line with 0xff: the same; other text: not."""
+    envoy = Side(logs={"g": [("info", "a\ufffd")]}, metrics={"probe.\ufffd": 1})
+    assert compare(envoy, Side(logs={"g": [("info", "a\udcff")]}, metrics={"probe.\udcff": 1})) == []
+    apart = compare(envoy, Side(logs={"g": [("info", "a?")]}, metrics={"probe.?": 1}))
+    assert [d.observation for d in apart] == ["log lines g from line 0", "metrics"]
