@@ -4,6 +4,7 @@ from .callouts import HttpCall
 from .context import LocalReply
 from .errors import (
     DeadlineExceeded,
+    EnvoyWouldCrash,
     GuestTrap,
     MissingImportError,
     ModuleLoadError,
@@ -20,7 +21,7 @@ from .module import ProxyWasmModule, load_module
 from .plugin import Plugin
 
 __all__ = [
-    "Action", "BufferType", "DeadlineExceeded", "FilterStatus", "GuestTrap", "Headers", "Host", "HttpCall",
+    "Action", "BufferType", "DeadlineExceeded", "EnvoyWouldCrash", "FilterStatus", "GuestTrap", "Headers", "Host", "HttpCall",
     "HttpStream", "LocalReply", "LogLevel", "LogRecord", "MapType", "Message", "MetricType", "MissingImportError",
     "ModuleLoadError", "PhaseResult", "Plugin", "PluginRejected", "ProxyWasmError", "ProxyWasmModule",
     "StreamStateError", "StreamType", "VmFailed", "WasmResult", "load_module",

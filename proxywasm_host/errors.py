@@ -70,5 +70,9 @@ class VmFailed(ProxyWasmError):
     """The VM failed earlier (a trap) and the plugin's failure policy does not allow more calls."""
 
 
+class EnvoyWouldCrash(ProxyWasmError):
+    """The guest did what Envoy 1.40 does not survive (the process aborts): the test cannot go on as Envoy would."""
+
+
 class StreamStateError(ProxyWasmError):
     """The test drove a stream in a way Envoy never would (e.g. a response after a local reply)."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-_ENVOY_GRPC, _INITIAL_METADATA = 1, 5  # GrpcService fields
+from .errors import EnvoyWouldCrash
+
+_ENVOY_GRPC, _GOOGLE_GRPC, _INITIAL_METADATA = 1, 2, 5  # GrpcService fields
 _CLUSTER_NAME = 1  # EnvoyGrpc field
 _KEY, _VALUE = 1, 2  # HeaderValue fields
 
@@ -57,9 +59,15 @@ def _strings(data: bytes, wanted: tuple[int, ...]) -> dict[int, bytes]:
 
 
 def parse_grpc_service(data: bytes) -> GrpcService | None:
-    """The GrpcService in `data` if it is one that names an Envoy cluster, else None."""
+    """The GrpcService in `data` if it is one that names an Envoy cluster, else None. Bytes that
+    parse as a GrpcService naming no target at all (even none: b"") abort Envoy 1.40."""
     try:
         fields = _fields(data)
+        if not any(n in (_ENVOY_GRPC, _GOOGLE_GRPC) for n, _, _ in fields):
+            raise EnvoyWouldCrash(
+                f"the gRPC upstream {data!r:.60} parses as a GrpcService that names no target: Envoy 1.40 aborts "
+                "on it (measured: 'panic: unset oneof'); give a cluster name that is not protobuf wire data, or a "
+                "serialized GrpcService with envoy_grpc.cluster_name")
         envoy_grpc = [v for n, w, v in fields if n == _ENVOY_GRPC and w == 2]
         if not envoy_grpc or not isinstance(envoy_grpc[-1], bytes):
             return None
