@@ -171,7 +171,6 @@ class RootContext(Context):
         self.grpc_metadata: tuple[int, HeaderMap] | None = None  # (map type, metadata) during a gRPC callback
         self.grpc_message: Buffer | None = None
         self.status: tuple[int, bytes] = (0, b"")
-        self.foreign_args: Buffer | None = None
         self.pending_done = False
 
     @property
@@ -200,8 +199,6 @@ class RootContext(Context):
             return self.call_response.body
         if buffer_type == BufferType.GRPC_RECEIVE_BUFFER and self.grpc_message is not None:
             return self.grpc_message
-        if buffer_type == BufferType.CALL_DATA and self.foreign_args is not None:
-            return self.foreign_args
         return super().get_buffer(buffer_type)
 
 
