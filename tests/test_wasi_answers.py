@@ -83,6 +83,8 @@ info|path_unlink_file 58:
 info|path_rename 58:
 info|path_filestat_set_times 58:
 info|path_readlink 58:00000000aaaaaaaaaaaaaaaaaaaaaaaa
+info|path_link 58:
+info|path_symlink 58:
 info|sock_accept 58:0000000000000000aaaaaaaaaaaaaaaa
 info|sock_recv 58:000000000000aaaaaaaaaaaaaaaaaaaa
 info|sock_send 58:00000000aaaaaaaaaaaaaaaaaaaaaaaa
@@ -122,6 +124,14 @@ def test_each_wasi_function_answers_as_envoy_does() -> None:
     nothing at all for zero bytes), EFAULT for a buffer past memory, EBADF for other fds; the file
     system answers EBADF/ENOSYS/ENOTSUP/ENOENT, writing what Envoy writes; args are empty."""
     assert _lines(run_host(wasi_scenarios()["answers"])) == ENVOY_ANSWERS.splitlines()
+
+
+def test_path_link_and_path_symlink_have_envoys_types() -> None:
+    """Envoy 1.40 exports them one i32 short of WASI's types: it refuses a module that imports
+    WASI's 7 and 5 parameters ("import type mismatch") and loads one with its 6 and 4."""
+    scenarios = wasi_scenarios()
+    assert "path_link" in (run_host(scenarios["links_with_wasi_types"]).refusal or "")
+    assert run_host(scenarios["links_with_envoys_types"]).refusal is None
 
 
 def _environ(environment: dict[str, str]) -> tuple[bytes, bytes]:

@@ -11,7 +11,8 @@ from proxywasm_host.parity import Filter, Request, Scenario
 from watgen import build
 
 WASI = "wasi_snapshot_preview1"
-#: wasm params of each import the probe asks (WASI preview1's types; i64 for offsets and times)
+#: wasm params of each import the probe asks (WASI preview1's types, i64 for offsets and times;
+#: path_link and path_symlink as Envoy types them)
 SIGNATURES = {
     "fd_write": "iiii", "fd_pwrite": "iiiji", "fd_read": "iiii", "fd_pread": "iiiji", "fd_seek": "ijii",
     "fd_close": "i", "fd_fdstat_get": "ii", "fd_fdstat_set_flags": "ii", "fd_fdstat_set_rights": "ijj",
@@ -20,7 +21,7 @@ SIGNATURES = {
     "fd_filestat_set_times": "ijji", "fd_tell": "ii", "fd_readdir": "iiiji", "fd_renumber": "ii",
     "path_open": "iiiiijjii", "path_filestat_get": "iiiii", "path_create_directory": "iii",
     "path_remove_directory": "iii", "path_unlink_file": "iii", "path_rename": "iiiiii",
-    "path_filestat_set_times": "iiiijji", "path_readlink": "iiiiii", "sock_accept": "iii", "sock_recv": "iiiiii",
+    "path_filestat_set_times": "iiiijji", "path_readlink": "iiiiii", "path_link": "iiiiii", "path_symlink": "iiii", "sock_accept": "iii", "sock_recv": "iiiiii",
     "sock_send": "iiiii", "sock_shutdown": "ii", "environ_sizes_get": "ii", "environ_get": "ii",
     "args_sizes_get": "ii", "args_get": "ii", "clock_time_get": "iji", "clock_res_get": "ii", "random_get": "ii",
     "sched_yield": "", "poll_oneoff": "iiii",
@@ -108,6 +109,8 @@ QUESTIONS: list[tuple[str, str, str, int]] = [
     ("path_rename", "", _call("path_rename", 3, TEXT, 5, 3, TEXT, 5), 0),
     ("path_filestat_set_times", "", _call("path_filestat_set_times", 3, 0, TEXT, 5, 0, 0, 0), 0),
     ("path_readlink", "", _call("path_readlink", 3, TEXT, 5, OUT + 8, 8, OUT), 16),
+    ("path_link", "", _call("path_link", 3, 0, TEXT, 5, 3, TEXT), 0),
+    ("path_symlink", "", _call("path_symlink", TEXT, 5, 3, TEXT), 0),
     ("sock_accept", "", _call("sock_accept", 3, 0, OUT), 16),
     ("sock_recv", "", _call("sock_recv", 3, IOV, 0, 0, OUT, OUT + 4), 16),
     ("sock_send", "", _call("sock_send", 3, IOV, 0, 0, OUT), 16),
@@ -203,6 +206,14 @@ def wasi_probe(questions: list[tuple[str, str, str, int]] = QUESTIONS) -> bytes:
     return build({"proxy_on_request_headers": " ".join(code)}, strings, imports=imports(), extra=_report())
 
 
+def _links(link: int, symlink: int) -> bytes:
+    """A module that imports path_link and path_symlink with this many i32 parameters."""
+    return build({"proxy_on_request_headers": "(i32.const 0)"},
+                 imports={f"{WASI}.path_link": _sig("i" * link), f"{WASI}.path_symlink": _sig("i" * symlink)})
+
+
 def wasi_scenarios() -> dict[str, Scenario]:
-    return {"answers": Scenario([Filter(wasi_probe(), name="w")], [Request("GET", "/")]),
+    return {"links_with_wasi_types": Scenario([Filter(_links(7, 5), name="w")], [Request("GET", "/")]),
+            "links_with_envoys_types": Scenario([Filter(_links(6, 4), name="w")], [Request("GET", "/")]),
+            "answers": Scenario([Filter(wasi_probe(), name="w")], [Request("GET", "/")]),
             "foreign": Scenario([Filter(wasi_probe(FOREIGN_QUESTIONS), name="w")], [Request("GET", "/"), Request("GET", "/")])}
