@@ -3,36 +3,57 @@ registry tests fill (`host.foreign_functions[name] = fn(bytes) -> bytes`).
 Unknown names answer NotFound, as in Envoy. Also Envoy's and Emscripten's extra imports."""
 from __future__ import annotations
 
+import itertools
 import zlib
+from typing import Iterator
+from weakref import WeakKeyDictionary
 
 from ..abi import WasmResult
 from .registry import hostcall
 
+#: name -> fn(arguments) -> its result, or None when it produces none (Envoy's clear_route_cache
+#: never asks for a result buffer)
 BUILTINS = {
     "compress": zlib.compress,
     "uncompress": zlib.decompress,
-    "clear_route_cache": lambda _args: b"",
+    "clear_route_cache": lambda _args: None,
 }
 
 
 def call_foreign_function(vm, name_ptr: int, name_size: int, args_ptr: int, args_size: int, ret_ptr: int, ret_size: int) -> int:
+    """As Envoy 1.40 runs one (measured through parity): a result is copied into a buffer the guest
+    allocates (also an empty one), and (buffer, size) is written even when the function fails
+    ((0, 0) then); with a null ret_ptr nothing is allocated and only the size is written."""
     name = vm.memory.read(name_ptr, name_size).decode("utf-8", "surrogateescape")
     fn = vm.host.foreign_functions.get(name) or BUILTINS.get(name)
     if fn is None:
         return WasmResult.NOT_FOUND
     try:
-        result = fn(vm.memory.read(args_ptr, args_size))
+        result, status = fn(vm.memory.read(args_ptr, args_size)), WasmResult.OK
     except zlib.error:
-        return WasmResult.SERIALIZATION_FAILURE
-    return WasmResult.OK if vm.memory.copy_out(result or b"", ret_ptr, ret_size) else WasmResult.INVALID_MEMORY_ACCESS
+        result, status = None, WasmResult.SERIALIZATION_FAILURE
+    if ret_ptr:
+        address = 0
+        if result is not None:
+            address = vm.allocate(len(result))
+            if not address and result:
+                return WasmResult.INVALID_MEMORY_ACCESS  # a host answer: Envoy would copy into a null buffer
+            vm.memory.write(address, result)
+        vm.memory.write_u32(ret_ptr, address)
+    vm.memory.write_u32(ret_size, len(result or b""))
+    return status
 
 
 hostcall("proxy_call_foreign_function", "uuuuuu", support="partial", note="compress, uncompress, clear_route_cache built in; others from host.foreign_functions")(call_foreign_function)
 
+#: Envoy's DNS tokens count per VM (Wasm::dns_token_ starts at 1, each call takes the next: 2, 3, …)
+_DNS_TOKENS: WeakKeyDictionary[object, Iterator[int]] = WeakKeyDictionary()
+
 
 def resolve_dns(vm, addr_ptr: int, addr_size: int, ret_token: int) -> int:
     vm.memory.read(addr_ptr, addr_size)
-    vm.memory.write_u32(ret_token, vm.state.next_token(0))
+    tokens = _DNS_TOKENS.get(vm.state) or _DNS_TOKENS.setdefault(vm.state, itertools.count(2))
+    vm.memory.write_u32(ret_token, next(tokens))
     return WasmResult.OK
 
 
