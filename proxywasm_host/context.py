@@ -63,6 +63,7 @@ class VmState:
         self.metric_ids: dict[int, Any] = {}
         self.metric_next = [0, 0, 0]  # last id per metric type (counter, gauge, histogram)
         self.callout_next = [0, 1, 2]  # last token per kind (http call, grpc call, grpc stream)
+        self.dns_token = 1  # Envoy's Wasm::dns_token_: each envoy_resolve_dns takes the next (2, 3, …)
 
     def next_token(self, kind: int) -> int:
         """Callout tokens as cpp-host numbers them: http 4,8,…; grpc call 5,9,…; grpc stream 6,10,…"""

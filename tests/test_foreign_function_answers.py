@@ -5,6 +5,9 @@ proxywasm_host.parity.run_parity with tests/wasi_probes.py (identical in Envoy a
 log line "<tag> <WasmResult>:<the (pointer, size) or token the call wrote, in hex>" ("aa": left alone)."""
 from __future__ import annotations
 
+import pytest
+
+from proxywasm_host import EnvoyWouldCrash, Host
 from proxywasm_host.parity import Filter, Request, Scenario, run_host
 from wasi_probes import OUT, STRINGS, _foreign, _report, imports, wasi_scenarios
 from watgen import build
@@ -50,17 +53,26 @@ def test_foreign_functions_dns_and_log_answer_as_envoy_does() -> None:
     assert [f"{level}|{message}" for level, message in side.logs["'wasm log w:'"]] == first + second
 
 
-def test_a_null_buffer_from_the_allocator_is_invalid_memory_access() -> None:
-    """The guest allocator answers 0: the host answers InvalidMemoryAccess for a result it cannot
-    hand over (Envoy 1.40 copies into the null buffer and its process dies: measured, the client's
-    connection closed without a response), and Ok with (0, 0) for an empty one."""
-    strings = {**STRINGS, "t0": "compress", "t1": "to_nothing"}
+def _null_allocator_calls(*calls: tuple[str, str, str]) -> bytes:
+    """(tag, function, argument string) each called and reported, with an allocator that answers 0."""
+    strings = {**STRINGS, **{f"t{i}": tag for i, (tag, _, _) in enumerate(calls)}}
     fill = f"(memory.fill (i32.const {OUT}) (i32.const 0xaa) (i32.const 64))"
-    code = (f"{fill} (call $report {{t0}} {_foreign('compress', 'abc')} (i32.const 8))"
-            f" {fill} (call $report {{t1}} {_foreign('uncompress', 'empty_z')} (i32.const 8)) (i32.const 0)")
+    code = " ".join(f"{fill} (call $report {{t{i}}} {_foreign(fn, arg)} (i32.const 8))"
+                    for i, (_, fn, arg) in enumerate(calls)) + " (i32.const 0)"
     null_allocator = '(func (export "proxy_on_memory_allocate") (param $n i32) (result i32) (i32.const 0))'
-    wasm = build({"proxy_on_request_headers": code}, strings, imports=imports(), allocator=(),
+    return build({"proxy_on_request_headers": code}, strings, imports=imports(), allocator=(),
                  extra=_report() + null_allocator)
-    side = run_host(Scenario([Filter(wasm, name="w")], [Request("GET", "/")]))
-    assert [message for _, message in side.logs["'wasm log w:'"]] == [
-        "compress 06:aaaaaaaaaaaaaaaa", "to_nothing 00:0000000000000000"]
+
+
+def test_a_null_buffer_for_an_empty_result_is_ok() -> None:
+    side = run_host(Scenario([Filter(_null_allocator_calls(("to_nothing", "uncompress", "empty_z")), name="w")],
+                             [Request("GET", "/")]))
+    assert [message for _, message in side.logs["'wasm log w:'"]] == ["to_nothing 00:0000000000000000"]
+
+
+def test_a_null_buffer_for_a_result_stops_the_test_as_envoy_dies() -> None:
+    """Envoy 1.40 copies the result into the null buffer the guest allocator gave and its process
+    dies (measured: the client's connection closed without a response)."""
+    plugin = Host().load_plugin(_null_allocator_calls(("compress", "compress", "abc")))
+    with pytest.raises(EnvoyWouldCrash, match=r"'compress': the guest's allocator returned 0 for the \d+-byte result"):
+        plugin.http_stream().send_request_headers({":method": "GET", ":path": "/", ":authority": "a"})

@@ -3,12 +3,10 @@ registry tests fill (`host.foreign_functions[name] = fn(bytes) -> bytes`).
 Unknown names answer NotFound, as in Envoy. Also Envoy's and Emscripten's extra imports."""
 from __future__ import annotations
 
-import itertools
 import zlib
-from typing import Iterator
-from weakref import WeakKeyDictionary
 
 from ..abi import WasmResult
+from ..errors import EnvoyWouldCrash
 from .registry import hostcall
 
 #: name -> fn(arguments) -> its result, or None when it produces none (Envoy's clear_route_cache
@@ -37,7 +35,9 @@ def call_foreign_function(vm, name_ptr: int, name_size: int, args_ptr: int, args
         if result is not None:
             address = vm.allocate(len(result))
             if not address and result:
-                return WasmResult.INVALID_MEMORY_ACCESS  # a host answer: Envoy would copy into a null buffer
+                raise EnvoyWouldCrash(f"proxy_call_foreign_function {name!r}: the guest's allocator returned 0 for "
+                                      f"the {len(result)}-byte result; Envoy 1.40 copies into it and its process dies "
+                                      "(measured: the client's connection closed unanswered)")
             vm.memory.write(address, result)
         vm.memory.write_u32(ret_ptr, address)
     vm.memory.write_u32(ret_size, len(result or b""))
@@ -46,14 +46,10 @@ def call_foreign_function(vm, name_ptr: int, name_size: int, args_ptr: int, args
 
 hostcall("proxy_call_foreign_function", "uuuuuu", support="partial", note="compress, uncompress, clear_route_cache built in; others from host.foreign_functions")(call_foreign_function)
 
-#: Envoy's DNS tokens count per VM (Wasm::dns_token_ starts at 1, each call takes the next: 2, 3, …)
-_DNS_TOKENS: WeakKeyDictionary[object, Iterator[int]] = WeakKeyDictionary()
-
-
 def resolve_dns(vm, addr_ptr: int, addr_size: int, ret_token: int) -> int:
     vm.memory.read(addr_ptr, addr_size)
-    tokens = _DNS_TOKENS.get(vm.state) or _DNS_TOKENS.setdefault(vm.state, itertools.count(2))
-    vm.memory.write_u32(ret_token, next(tokens))
+    vm.state.dns_token += 1
+    vm.memory.write_u32(ret_token, vm.state.dns_token)
     return WasmResult.OK
 
 
