@@ -796,9 +796,10 @@ def _grpc_status(headers: HeaderMap, trailers: HeaderMap | None, http_status: in
 
 
 def _is_grpc(headers: HeaderMap) -> bool:
-    """Envoy's Grpc::Common::hasGrpcContentType."""
+    """Envoy's Grpc::Common::hasGrpcContentType: application/grpc, alone or with a "+" suffix
+    (measured on 1.40: "application/grpc;charset=utf-8" is not gRPC, nor is any other case)."""
     ct = headers.get(b"content-type") or b""
-    return ct == b"application/grpc" or ct.startswith((b"application/grpc+", b"application/grpc;"))
+    return ct == b"application/grpc" or ct.startswith(b"application/grpc+")
 
 
 def _percent_encode(data: bytes) -> bytes:
