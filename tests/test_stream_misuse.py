@@ -1,6 +1,8 @@
 """A test that drives a stream out of order gets an error naming the problem (Envoy's codec never
 delivers such a sequence, so there is nothing to imitate), results name the callback they are
-about even when it was not called, and ending a stream twice tears it down once."""
+about even when it was not called, and ending a stream twice tears it down once; once ended, the
+stream's context is gone (abi.md: proxy_set_effective_context answers BadArgument to an unknown id),
+and a stream nobody reset reads as not reset in either direction."""
 import re
 
 import pytest
@@ -95,3 +97,28 @@ def test_completing_twice_ends_the_stream_once() -> None:
     s.complete()
     s.complete()
     assert records(plugin.workers[0].vm) == [7, 8, 9]
+
+
+def test_a_completed_streams_context_is_gone() -> None:
+    """A tick sets the effective context to the stream saved in its request headers: Ok (0) while
+    the stream lives, BadArgument (2) after proxy_on_delete."""
+    host = Host()
+    plugin = host.load_plugin(build({
+        "proxy_on_configure": "(drop (call $proxy_set_tick_period_milliseconds (i32.const 100))) (i32.const 1)",
+        "proxy_on_request_headers": "(i32.store (i32.const 0x10c) (local.get $ctx)) (i32.const 0)",
+        "proxy_on_tick": "(if (i32.load (i32.const 0x10c))"
+                         " (then (call $rec (call $proxy_set_effective_context (i32.load (i32.const 0x10c))))))"}))
+    s = plugin.http_stream()
+    s.send_request_headers(REQUEST, end_of_stream=True)
+    host.clock.advance(ms=100)
+    s.send_response_headers({":status": "200"}, end_of_stream=True)
+    s.complete()
+    host.clock.advance(ms=100)
+    assert records(plugin.workers[0].vm) == [0, 2]
+
+
+def test_an_exchange_nobody_reset_is_not_reset() -> None:
+    s = _stream()
+    s.send_request_headers(REQUEST, end_of_stream=True)
+    s.send_response_headers({":status": "200"}, end_of_stream=True)
+    assert (s.upstream_request.reset, s.downstream_response.reset) == (False, False)
