@@ -228,8 +228,9 @@ class _Direction:
         """Trailers held with a body while the headers were stopped, when the filter stopped on
         that body as the resume replayed it: Envoy gives the filter the trailers anyway; if it
         continues, the body it held is dropped (Envoy's filter manager has already marked this
-        filter's end of stream) and its trailers callback runs again (measured on 1.40; a stop
-        there follows Envoy's source, unmeasured)."""
+        filter's end of stream) and its trailers callback runs again; if it stops there too, a
+        later continue forwards that body and the trailers (both measured on 1.40)."""
+        self.end_seen = True  # the trailers end the request (the replayed body did not)
         stopped = self._call_trailers(trailers).stopped
         if self.iteration == "done":
             return
