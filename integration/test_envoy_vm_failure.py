@@ -1,6 +1,6 @@
 """What Envoy 1.40 does to a request under way when another request fails the VM (the probe of
 tests/vm_failure_probes.py): "/a" sends its headers and half its body, "/b" traps, then "/a"
-sends the rest; the host does the same (tests/test_stream_on_a_failed_vm.py)."""
+sends the rest, then "/c" starts; the host does the same (tests/test_stream_on_a_failed_vm.py)."""
 from __future__ import annotations
 
 import socket
@@ -15,11 +15,20 @@ from proxywasm_host.envoy.static import StaticEnvoy, http_listener, plugin_confi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_stream_on_a_failed_vm import host_outcome  # noqa: E402
-from vm_failure_probes import FIRST, MEASURED, SECOND, trap_on_b  # noqa: E402
+from vm_failure_probes import FIRST, LATER, MEASURED, SECOND, trap_on_b  # noqa: E402
 
 
 def _status(sock: socket.socket) -> int:
     return int(sock.recv(4096).split(b" ", 2)[1])
+
+
+def _later(port: int) -> tuple[int, bool]:
+    """The status of a request that starts after the failure, and whether the filter marked it."""
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.settimeout(10)
+        c.sendall(b"GET /c HTTP/1.1\r\nhost: example.com\r\n\r\n")
+        head = c.recv(4096).split(b"\r\n\r\n")[0].lower()
+    return int(head.split(b" ", 2)[1]), b"\r\nx-seen: 1" in head
 
 
 @pytest.mark.parametrize("policy", list(MEASURED))
@@ -38,5 +47,7 @@ def test_a_stream_under_way_fails_whatever_the_policy(tmp_path: Path, policy: st
         assert _status(b) == 503
         a.sendall(SECOND)
         status = _status(a)
+        later = _later(env.port) if policy in LATER else None
         complete = [r.body for r in up.received if r.path == "/a" and len(r.body) == len(FIRST + SECOND)]
-    assert (status, complete[0] if complete else None) == host_outcome(policy) == MEASURED[policy]
+    envoy = ((status, complete[0] if complete else None), later)
+    assert envoy == host_outcome(policy) == (MEASURED[policy], LATER.get(policy))
