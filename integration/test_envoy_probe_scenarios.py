@@ -19,19 +19,27 @@ from proxywasm_host.parity import Scenario, run_parity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from body_probes import BETWEEN_CHUNKS, BETWEEN_IDS, body_scenarios, resume_on_a_tick  # noqa: E402
+from call_body_probes import call_body_scenarios  # noqa: E402
+from grpc_content_type_probes import grpc_content_type_scenarios  # noqa: E402
 from grpc_reply_probes import grpc_reply_scenarios  # noqa: E402
+from grpc_response_reply_probes import grpc_response_reply_scenarios  # noqa: E402
 from hostcall_edge_probes import hostcall_edge_scenarios  # noqa: E402
+from replay_trailers_probes import replay_trailers_scenarios  # noqa: E402
 from request_target_probes import request_target_scenarios  # noqa: E402
 from tcp_probes import tcp_scenarios  # noqa: E402
 
 SOURCES: dict[str, Callable[[], dict[str, Scenario]]] = {
     "tcp": tcp_scenarios, "body": body_scenarios, "grpc_reply": grpc_reply_scenarios,
-    "target": request_target_scenarios, "edge": hostcall_edge_scenarios}
+    "target": request_target_scenarios, "grpc_content_type": grpc_content_type_scenarios,
+    "grpc_response_reply": grpc_response_reply_scenarios, "replay_trailers": replay_trailers_scenarios,
+    "call_body": call_body_scenarios, "edge": hostcall_edge_scenarios}
 IDENTICAL = [("tcp", name) for name in ("upstream_hold", "continue_reading", "new_connection_stop", "http_stream_types",
                                         "status", "properties")] + \
             [("body", "request_body_statuses"), ("body", "wait_at_the_end"), ("body", "body_buffering"),
              ("body", "wait_nobuffer_at_the_end"), ("body", "replay_after_a_stop_all"),
-             ("grpc_reply", "own_grpc_status"), ("grpc_reply", "unmapped_http_status")] + \
+             ("grpc_reply", "own_grpc_status"), ("grpc_reply", "unmapped_http_status"),
+             ("grpc_content_type", "content_types"), ("grpc_response_reply", "reply_in_response_headers"),
+             ("replay_trailers", "trailers_stop_after_a_replay"), ("call_body", "call_body_from_a_stream")] + \
             [("target", name) for name in request_target_scenarios()] + \
             [("edge", name) for name in ("metrics", "shared", "callout")]  # "grpc" races in Envoy: see below
 
