@@ -1,8 +1,7 @@
-"""The behaviours tests/test_tcp_semantics.py, test_tcp_connection_lifecycle.py, test_body_buffering.py,
-test_body_phases.py, test_grpc_local_reply.py, test_request_target.py and the hostcall edge tests (metrics, shared data
-and queues, callouts: tests/hostcall_edge_probes.py) pin in the host, measured in a real Envoy 1.40
-with the same probe modules through parity (network filters behind tcp_proxy to an echo upstream,
-HTTP filters in front of the router)."""
+"""The behaviours the probe modules of tests/ (`*_probes.py`: TCP, body buffering and phases, gRPC local
+replies and content types, request targets, replayed trailers, callout bodies, hostcall edges) pin in the
+host, measured in a real Envoy 1.40 with the same modules through parity (network filters behind tcp_proxy
+to an echo upstream, HTTP filters in front of the router)."""
 from __future__ import annotations
 
 import socket
