@@ -741,11 +741,12 @@ _DOWNSTREAM_PROTOCOL_ERROR = 1 << 18
 def _split_absolute_url(headers: HeaderMap) -> bool:
     """Envoy's HTTP/1.1 codec takes a request target that is an absolute http(s) URL apart
     (measured on 1.40): its host becomes :authority (in place of the Host header), its scheme in
-    lower case :scheme, the rest :path ("/" if empty; "?q" stays as it is). True if it was one."""
+    lower case :scheme, the rest :path ("/" if empty; "?q" stays as it is). True if it was one
+    (one with another scheme or no host is the codec's to refuse)."""
     scheme, sep, rest = (headers.get(b":path") or b"").partition(b"://")
-    if not sep or scheme.lower() not in (b"http", b"https"):
-        return False
     at = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    if not sep or scheme.lower() not in (b"http", b"https") or at == 0:
+        return False
     headers.replace(b":authority", rest[:at])
     headers.replace(b":path", rest[at:] or b"/")
     headers.replace(b":scheme", scheme.lower())
@@ -756,9 +757,12 @@ def _codec_refusal(headers: HeaderMap, absolute_url: bool) -> str | None:
     """The details of the 400 Envoy's HTTP/1.1 codec answers (measured on 1.40) to a request whose
     length it cannot trust: content-length repeated (same value or not) or not a plain number, or
     content-length with a chunked transfer-encoding; or to a request target that is neither a path
-    nor an absolute URL, unless it is "*" of an OPTIONS request. None: the codec takes it."""
+    nor an absolute http(s) URL with a host, unless it is "*" of an OPTIONS request. None: the codec takes it."""
     target = headers.get(b":path")
     if target is not None and not absolute_url and not target.startswith(b"/"):
+        scheme, sep, _ = target.partition(b"://")
+        if sep:
+            return "http1.invalid_url" if scheme.lower() in (b"http", b"https") else "http1.invalid_scheme"
         if target != b"*":
             return "http1.codec_error"
         if headers.get(b":method") != b"OPTIONS":

@@ -47,7 +47,9 @@ def test_a_fragment_is_refused_by_the_connection_manager_before_the_filters() ->
 
 def test_a_target_that_is_not_a_path_is_the_codecs_400() -> None:
     seen = _by_target()
-    for target, details in ((("GET", "a"), "http1.codec_error"), (("GET", "*"), "http1.invalid_url")):
+    for target, details in ((("GET", "a"), "http1.codec_error"), (("GET", "*"), "http1.invalid_url"),
+                            (("GET", "ftp://other.com/a"), "http1.invalid_scheme"),
+                            (("GET", "http:///a"), "http1.invalid_url")):  # no host
         exchange, logged = seen[target]
         assert (exchange.status, exchange.client_headers, exchange.client_body) == (400, CODEC_400, b"Bad Request")
         assert (logged["response.code_details"], logged["response.flags"], logged["request.path"]) == (
@@ -56,8 +58,9 @@ def test_a_target_that_is_not_a_path_is_the_codecs_400() -> None:
 
 def test_a_path_without_a_slash_is_the_connection_managers_404() -> None:
     seen = _by_target()
-    for target, path, host in ((("OPTIONS", "*"), "*", "example.com"), (("GET", "http://other.com?q=1"), "?q=1",
-                                                                         "other.com")):
+    for target, path, host in ((("OPTIONS", "*"), "*", "example.com"),
+                               (("GET", "http://other.com?q=1"), "?q=1", "other.com"),
+                               (("GET", "http://other.com?q=/a?b"), "?q=/a?b", "other.com")):  # the first "?" ends the host
         exchange, logged = seen[target]
         assert (exchange.status, exchange.client_headers, exchange.upstream) == (404, [("content-length", "0")], None)
         assert (logged["response.code_details"], logged["request.path"], logged["request.host"],
@@ -67,7 +70,8 @@ def test_a_path_without_a_slash_is_the_connection_managers_404() -> None:
 def test_an_absolute_url_gives_authority_scheme_and_path() -> None:
     seen = _by_target()
     for target, (path, scheme) in {("GET", "https://other.com/a"): ("/a", "https"),
-                                   ("GET", "HTTP://other.com"): ("/", "http")}.items():
+                                   ("GET", "HTTP://other.com"): ("/", "http"),
+                                   ("GET", "http://other.com/a/b?u=http://y"): ("/a/b?u=http://y", "http")}.items():
         exchange, logged = seen[target]
         assert exchange.status == 200 and dict(exchange.upstream[0])["host"] == "other.com"
         assert (logged["request.path"], logged["request.scheme"], logged["request.host"]) == (path, scheme,
