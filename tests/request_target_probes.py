@@ -16,7 +16,7 @@ LOG_PROPERTIES = ["response.code_details", "response.flags", "request.path", "re
 TARGETS = [("GET", "/a#frag"), ("GET", "a"), ("GET", "*"), ("OPTIONS", "*"), ("GET", "http://other.com/a?b#c"),
            ("GET", "https://other.com/a"), ("GET", "HTTP://other.com"), ("GET", "http://other.com?q=1"),
            ("GET", "/a/../b//c%2Fd"), ("GET", "http://other.com/a/b?u=http://y"), ("GET", "http://other.com?q=/a?b"),
-           ("GET", "ftp://other.com/a"), ("GET", "http:///a")]
+           ("GET", "ftp://other.com/a"), ("GET", "http:///a"), ("GET", "https:///a"), ("GET", "http://?u=ftp://y")]
 
 
 def target_probe() -> bytes:

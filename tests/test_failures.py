@@ -29,7 +29,8 @@ def test_trap_raises_with_backtrace_and_logs_and_fails_closed():
     # and every later stream on the failed VM gets the same answer, without calling the guest
     later = p.http_stream()
     r = later.send_request_headers(REQ)
-    assert r.status == "StopAllIterationAndWatermark" and later.local_reply.status_code == 503
+    assert (r.callback, r.action, r.status) == ("proxy_on_request_headers", None, "StopAllIterationAndWatermark")
+    assert later.local_reply.status_code == 503
     with pytest.raises(VmFailed):
         p.workers[0].vm.call("proxy_on_request_headers", 1, 0, 0)
 

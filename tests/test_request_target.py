@@ -49,7 +49,8 @@ def test_a_target_that_is_not_a_path_is_the_codecs_400() -> None:
     seen = _by_target()
     for target, details in ((("GET", "a"), "http1.codec_error"), (("GET", "*"), "http1.invalid_url"),
                             (("GET", "ftp://other.com/a"), "http1.invalid_scheme"),
-                            (("GET", "http:///a"), "http1.invalid_url")):  # no host
+                            (("GET", "http:///a"), "http1.invalid_url"), (("GET", "https:///a"), "http1.invalid_url"),
+                            (("GET", "http://?u=ftp://y"), "http1.invalid_url")):  # no host (the first "://" counts)
         exchange, logged = seen[target]
         assert (exchange.status, exchange.client_headers, exchange.client_body) == (400, CODEC_400, b"Bad Request")
         assert (logged["response.code_details"], logged["response.flags"], logged["request.path"]) == (
