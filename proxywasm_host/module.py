@@ -103,6 +103,8 @@ class _Engine:
         self._engine: wasmtime.Engine | None = None
         self._ticker: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._due = 0.0  # when the next epoch tick is due (monotonic seconds)
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -118,22 +120,29 @@ class _Engine:
         engine = self.engine
         with self._lock:
             if self._ticker is None:
+                self._due = time.monotonic()
                 self._ticker = threading.Thread(target=self._tick, args=(engine,), name="proxywasm-epoch", daemon=True)
                 self._ticker.start()
 
-    @staticmethod
-    def _tick(engine: wasmtime.Engine) -> None:
-        """One epoch per 1/EPOCH_HZ s of real time. A tick this thread could not run on time (it
-        waits for the GIL while a hostcall runs Python code) is caught up when it runs: otherwise a
-        guest busy in hostcalls stretched a 1 s deadline to 2.5 s."""
-        period = 1.0 / EPOCH_HZ
-        due = time.monotonic()
+    def _tick(self, engine: wasmtime.Engine) -> None:
         while True:
-            time.sleep(period)
+            time.sleep(1.0 / EPOCH_HZ)
+            self.catch_up(engine)
+
+    def catch_up(self, engine: wasmtime.Engine) -> None:
+        """One epoch per 1/EPOCH_HZ s of real time, each tick not yet counted counted now. The
+        ticker thread runs this every period, late when a hostcall held the GIL (otherwise a guest
+        busy in hostcalls stretched a 1 s deadline to 2.5 s); a hostcall that ran the test's own
+        Python code (a foreign function) runs it before the guest goes on, so that the guest meets
+        a deadline that passed meanwhile whenever the ticker thread gets the GIL."""
+        period = 1.0 / EPOCH_HZ
+        if self._ticker is None:  # no VM yet: no deadline to keep
+            return
+        with self._tick_lock:
             now = time.monotonic()
-            while due + period <= now:
+            while self._due + period <= now:
                 engine.increment_epoch()
-                due += period
+                self._due += period
 
 
 ENGINE = _Engine()
