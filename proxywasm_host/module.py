@@ -117,26 +117,27 @@ class _Engine:
             return self._engine
 
     def ensure_ticker(self) -> None:
-        engine = self.engine
+        self.engine  # created before the ticker reads it
         with self._lock:
             if self._ticker is None:
                 self._due = time.monotonic()
-                self._ticker = threading.Thread(target=self._tick, args=(engine,), name="proxywasm-epoch", daemon=True)
+                self._ticker = threading.Thread(target=self._tick, name="proxywasm-epoch", daemon=True)
                 self._ticker.start()
 
-    def _tick(self, engine: wasmtime.Engine) -> None:
+    def _tick(self) -> None:
         while True:
             time.sleep(1.0 / EPOCH_HZ)
-            self.catch_up(engine)
+            self.catch_up()
 
-    def catch_up(self, engine: wasmtime.Engine) -> None:
+    def catch_up(self) -> None:
         """One epoch per 1/EPOCH_HZ s of real time, each tick not yet counted counted now. The
         ticker thread runs this every period, late when a hostcall held the GIL (otherwise a guest
         busy in hostcalls stretched a 1 s deadline to 2.5 s); a hostcall that ran the test's own
         Python code (a foreign function) runs it before the guest goes on, so that the guest meets
         a deadline that passed meanwhile whenever the ticker thread gets the GIL."""
         period = 1.0 / EPOCH_HZ
-        if self._ticker is None:  # no VM yet: no deadline to keep
+        engine = self._engine
+        if self._ticker is None or engine is None:  # no VM yet: no deadline to keep
             return
         with self._tick_lock:
             now = time.monotonic()

@@ -32,7 +32,7 @@ def call_foreign_function(vm, name_ptr: int, name_size: int, args_ptr: int, args
     except zlib.error:
         result, status = None, WasmResult.SERIALIZATION_FAILURE
     finally:
-        ENGINE.catch_up(ENGINE.engine)  # the test's function may have run past the guest's deadline
+        ENGINE.catch_up()  # the test's function may have run past the guest's deadline
     if ret_ptr:
         address = 0
         if result is not None:
